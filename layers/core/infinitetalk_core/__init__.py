@@ -1,0 +1,1 @@
+"""The InfiniteTalk pipeline's core: models, pricing, WaveSpeed client, data access and the steps."""

@@ -1,0 +1,314 @@
+"""From objects in the inbox to a job spec: the drop rules, in one place.
+
+A folder ``inbox/<name>/`` starts when every file its model needs is there and either
+``job.json`` is present (the trigger) or no file has arrived for the settle time. A manifest
+``inbox/<name>.json`` starts at once. A job's id is its name plus a digest of the exact
+objects it was made from, so a repeated event maps to the same job and a re-upload to a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import ValidationError
+
+from .billing import output_seconds_for
+from .media import EXTENSIONS, MediaError, audio_seconds, check_kind
+from .models import (
+    MAX_OUTPUT_SECONDS,
+    OPTIONAL_ROLES,
+    REQUIRED_ROLES,
+    ROLE_KIND,
+    JobOptions,
+    JobSpec,
+    Manifest,
+    MediaKind,
+    ModelName,
+    Role,
+    SpeakerOrder,
+)
+from .storage import INBOX_PREFIX, MediaBucket, StoredObject
+
+OPTIONS_FILE = "job.json"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class InputProblems(Exception):
+    """Everything wrong with a drop, each line written for the person who made it."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Where a user put a job: a folder, a manifest, or a file the rules do not recognise."""
+
+    name: str
+    kind: Literal["folder", "manifest", "stray"]
+    key: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The folder is not ready yet; look again after this many seconds."""
+
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A drop whose objects are settled: its id is fixed, its contents not yet checked."""
+
+    job_id: str
+    name: str
+    objects: list[StoredObject]
+    spec: JobSpec | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InspectedInputs:
+    audio_seconds: dict[str, Decimal]
+    output_seconds: Decimal
+
+
+def drop_for_key(key: str) -> Drop | None:
+    """Which drop an inbox key belongs to; ``None`` for keys outside the inbox or hidden files."""
+    if not key.startswith(INBOX_PREFIX):
+        return None
+    rest = key[len(INBOX_PREFIX) :]
+    head, slash, tail = rest.partition("/")
+    if not head or head.startswith(".") or (slash and (not tail or tail.rsplit("/", 1)[-1].startswith("."))):
+        return None
+    if slash:
+        return Drop(name=head, kind="folder", key=f"{INBOX_PREFIX}{head}/")
+    if head.lower().endswith(".json"):
+        return Drop(name=head[: -len(".json")], kind="manifest", key=key)
+    return Drop(name=head.rsplit(".", 1)[0] or head, kind="stray", key=key)
+
+
+def job_id_for(name: str, objects: Iterable[StoredObject]) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(objects, key=lambda o: o.key):
+        digest.update(f"{item.key}\0{item.etag}\0{item.last_modified.isoformat()}\n".encode())
+    return f"{name}-{digest.hexdigest()[:12]}"
+
+
+def name_problem(name: str) -> str | None:
+    if NAME_PATTERN.match(name):
+        return None
+    return (
+        f"job name {name!r} is not usable: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )
+
+
+def _options_problems(source: str, exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(document)"
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{source}: unknown option {where!r}")
+        else:
+            problems.append(f"{source}: {where}: {error['msg']}")
+    return problems
+
+
+def parse_options(source: str, raw: bytes, model_cls: type[JobOptions]) -> tuple[JobOptions | None, list[str]]:
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, [f"{source} is not valid JSON: {exc}"]
+    if not isinstance(document, dict):
+        return None, [f"{source} must hold a JSON object"]
+    try:
+        return model_cls.model_validate(document), []
+    except ValidationError as exc:
+        return None, _options_problems(source, exc)
+
+
+def infer_model(roles: Iterable[Role]) -> ModelName:
+    present = set(roles)
+    if Role.VIDEO in present:
+        return ModelName.VIDEO
+    if present & {Role.LEFT_AUDIO, Role.RIGHT_AUDIO}:
+        return ModelName.MULTI
+    return ModelName.SINGLE
+
+
+def role_of(filename: str) -> Role | None:
+    stem = filename.rsplit(".", 1)[0].lower()
+    try:
+        return Role(stem)
+    except ValueError:
+        return None
+
+
+def spec_problems(model: ModelName, roles: set[Role], options: JobOptions) -> tuple[list[str], set[Role]]:
+    """Problems of shape (which files for which model, options that do not apply), and what is missing."""
+    problems: list[str] = []
+    allowed = REQUIRED_ROLES[model] | OPTIONAL_ROLES[model]
+    for role in sorted(roles - allowed):
+        problems.append(f"{role.value} is not an input of {model.short}; it takes {', '.join(sorted(allowed))}")
+    missing = set(REQUIRED_ROLES[model] - roles)
+    if options.order is not None and model is not ModelName.MULTI:
+        problems.append(f"order applies only to two speakers (infinitetalk/multi), not {model.short}")
+    return problems, missing
+
+
+def missing_text(roles: Iterable[Role]) -> str:
+    parts = []
+    for role in sorted(roles):
+        extensions = ", ".join(f".{e}" for e in sorted(EXTENSIONS[ROLE_KIND[role]]))
+        parts.append(f"missing {role.value} (a file named {role.value} with one of {extensions})")
+    return "; ".join(parts)
+
+
+def assess_folder(
+    drop: Drop, objects: list[StoredObject], options_raw: bytes | None, now: datetime, settle_seconds: int
+) -> Waiting | Candidate | None:
+    """Decide whether a folder is ready, still arriving, or wrong; ``None`` for an empty folder."""
+    visible = [o for o in objects if not o.filename.startswith(".")]
+    if not visible:
+        return None
+    newest = max(o.last_modified for o in visible)
+    age = (now - newest).total_seconds()
+    settled = age >= settle_seconds
+    has_options = any(o.filename == OPTIONS_FILE for o in visible)
+
+    problems: list[str] = []
+    if problem := name_problem(drop.name):
+        problems.append(problem)
+    by_role: dict[Role, StoredObject] = {}
+    for item in visible:
+        relative = item.key[len(drop.key) :]
+        if "/" in relative:
+            problems.append(f"{relative}: sub-folders are not read; put every file directly in {drop.key}")
+        elif item.filename == OPTIONS_FILE:
+            continue
+        elif (role := role_of(item.filename)) is None:
+            expected = ", ".join(r.value for r in Role)
+            problems.append(f"{item.filename}: unexpected file; files are named by role ({expected}) or {OPTIONS_FILE}")
+        elif role in by_role:
+            problems.append(f"two files for {role.value}: {by_role[role].filename} and {item.filename}; keep one")
+        else:
+            by_role[role] = item
+
+    options: JobOptions | None = JobOptions()
+    if options_raw is not None:
+        options, option_problems = parse_options(f"{drop.key}{OPTIONS_FILE}", options_raw, JobOptions)
+        problems.extend(option_problems)
+
+    model = (options.model if options else None) or infer_model(by_role)
+    shape_problems, missing = spec_problems(model, set(by_role), options or JobOptions())
+    if missing and not settled:
+        return Waiting(seconds=max(1, int(settle_seconds - age) + 1))
+    if not has_options and not settled:
+        return Waiting(seconds=max(1, int(settle_seconds - age) + 1))
+    problems.extend(shape_problems)
+    if missing:
+        problems.append(missing_text(missing))
+
+    job_id = job_id_for(drop.name, visible)
+    if problems or options is None:
+        return Candidate(job_id=job_id, name=drop.name, objects=visible, problems=problems)
+    spec = JobSpec(
+        name=drop.name,
+        model=model,
+        inputs={role: item.key for role, item in by_role.items()},
+        prompt=options.prompt,
+        resolution=options.resolution,
+        seed=options.seed,
+        order=options.order,
+    )
+    return Candidate(job_id=job_id, name=drop.name, objects=visible, spec=spec)
+
+
+def assess_manifest(drop: Drop, bucket: MediaBucket) -> Candidate | None:
+    """A manifest names its inputs anywhere in the bucket; they must exist when it lands."""
+    manifest_object = bucket.head(drop.key)
+    if manifest_object is None:
+        return None
+    problems: list[str] = []
+    if problem := name_problem(drop.name):
+        problems.append(problem)
+    raw = bucket.read_bytes(drop.key)
+    parsed, option_problems = parse_options(drop.key, raw, Manifest)
+    problems.extend(option_problems)
+    objects = [manifest_object]
+    if not isinstance(parsed, Manifest):
+        return Candidate(job_id=job_id_for(drop.name, objects), name=drop.name, objects=objects, problems=problems)
+
+    found: dict[Role, StoredObject] = {}
+    for role, key in sorted(parsed.inputs.items()):
+        stored = bucket.head(key)
+        if stored is None:
+            problems.append(f"{role.value}: s3://{bucket.bucket}/{key} does not exist")
+        else:
+            found[role] = stored
+            objects.append(stored)
+    model = parsed.model or infer_model(parsed.inputs)
+    shape_problems, missing = spec_problems(model, set(parsed.inputs), parsed)
+    problems.extend(shape_problems)
+    if missing:
+        problems.append("manifest inputs: " + ", ".join(f"missing {r.value}" for r in sorted(missing)))
+    job_id = job_id_for(drop.name, objects)
+    if problems:
+        return Candidate(job_id=job_id, name=drop.name, objects=objects, problems=problems)
+    spec = JobSpec(
+        name=drop.name,
+        model=model,
+        inputs={role: item.key for role, item in found.items()},
+        prompt=parsed.prompt,
+        resolution=parsed.resolution,
+        seed=parsed.seed,
+        order=parsed.order,
+    )
+    return Candidate(job_id=job_id, name=drop.name, objects=objects, spec=spec)
+
+
+def inspect_inputs(spec: JobSpec, objects: dict[str, StoredObject], bucket: MediaBucket) -> InspectedInputs:
+    """Check every input's bytes and measure the audio; raises with every problem found."""
+    problems: list[str] = []
+    lengths: dict[str, Decimal] = {}
+    for role, key in sorted(spec.inputs.items()):
+        stored = objects[key]
+        kind = ROLE_KIND[role]
+        try:
+            check_kind(stored.filename, kind, stored.size, bucket.read_head(stored))
+            if kind is MediaKind.AUDIO:
+                with bucket.open(stored) as stream:
+                    lengths[role.value] = audio_seconds(stream, stored.filename)
+        except MediaError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputProblems(problems)
+    output_seconds = output_seconds_for(spec.model, lengths, spec.order)
+    if output_seconds > MAX_OUTPUT_SECONDS:
+        raise InputProblems([length_problem(spec, lengths, output_seconds)])
+    return InspectedInputs(audio_seconds=lengths, output_seconds=output_seconds)
+
+
+def length_problem(spec: JobSpec, lengths: dict[str, Decimal], output_seconds: Decimal) -> str:
+    limit = f"the limit is {MAX_OUTPUT_SECONDS} s (10 minutes) per job"
+    if spec.model is not ModelName.MULTI:
+        return f"audio is {output_seconds:.1f} s long; {limit}. Split it into shorter jobs."
+    order = spec.order or SpeakerOrder.MEANWHILE
+    left, right = lengths["left_audio"], lengths["right_audio"]
+    if order is SpeakerOrder.MEANWHILE:
+        return (
+            f"with order=meanwhile the video lasts as long as the longer track ({output_seconds:.1f} s: "
+            f"left {left:.1f} s, right {right:.1f} s); {limit}"
+        )
+    return (
+        f"with order={order.value} the tracks play one after the other: left {left:.1f} s + right {right:.1f} s "
+        f"= {output_seconds:.1f} s; {limit}"
+    )

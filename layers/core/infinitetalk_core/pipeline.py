@@ -1,0 +1,192 @@
+"""Everything a function needs, built once per cold start, plus the outcomes several steps share."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlencode
+
+import httpx
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from pydantic import BaseModel
+
+from . import clients
+from .events import EventPublisher
+from .models import FailureKind, Job, JobStatus, iso, utc_now
+from .observability import logger
+from .repository import JobRepository, StaleTransition
+from .settings import Settings, get_settings
+from .storage import MediaBucket, outputs_prefix
+from .wavespeed import WaveSpeedClient
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+ERROR_FILE = "error.json"
+RESULT_FILE = "result.json"
+MAX_SQS_DELAY_SECONDS = 900
+
+
+class FolderCheck(BaseModel):
+    """Look at a drop folder again once its settle time has passed."""
+
+    kind: Literal["folder_check"] = "folder_check"
+    name: str
+    prefix: str
+
+
+class ResumeJob(BaseModel):
+    """Carry on with a job whose submission was interrupted before WaveSpeed took it."""
+
+    kind: Literal["resume_job"] = "resume_job"
+    job_id: str
+
+
+class FetchRequest(BaseModel):
+    """Fetch a finished task's outputs and settle its job."""
+
+    job_id: str
+
+
+@dataclass
+class Queues:
+    client: SQSClient
+    submit_url: str
+    fetch_url: str
+
+    def send_submit(self, message: FolderCheck | ResumeJob, delay_seconds: int = 0) -> None:
+        self.client.send_message(
+            QueueUrl=self.submit_url,
+            MessageBody=message.model_dump_json(),
+            DelaySeconds=min(MAX_SQS_DELAY_SECONDS, max(0, delay_seconds)),
+        )
+
+    def send_fetch(self, job_id: str) -> None:
+        self.client.send_message(QueueUrl=self.fetch_url, MessageBody=FetchRequest(job_id=job_id).model_dump_json())
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    jobs: JobRepository
+    bucket: MediaBucket
+    wavespeed: WaveSpeedClient
+    events: EventPublisher
+    queues: Queues
+    webhook_secret: Callable[[], str]
+    clock: Callable[[], datetime] = field(default=utc_now)
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def webhook_url_for(self, job_id: str) -> str:
+        """The callback URL carries the job id, so a task created by a lost answer still finds its job."""
+        separator = "&" if "?" in self.settings.webhook_url else "?"
+        return f"{self.settings.webhook_url}{separator}{urlencode({'job': job_id})}"
+
+    def write_error(self, job: Job, problems: list[str], what_to_do: str) -> str:
+        key = outputs_prefix(job.job_name) + ERROR_FILE
+        document: dict[str, Any] = {
+            "job_id": job.job_id,
+            "job_name": job.job_name,
+            "status": job.status.value,
+            "failure_kind": job.failure_kind.value if job.failure_kind else None,
+            "problems": problems,
+            "what_to_do": what_to_do,
+            "inputs": sorted(job.spec.inputs.values()) if job.spec else job.drop_keys,
+            "inputs_untouched": True,
+            "task_id": job.task_id,
+            "written_at": iso(self.clock()),
+        }
+        self.bucket.put_json(key, document)
+        return key
+
+    def clear_error(self, job_name: str) -> None:
+        """A new accepted job for a name makes an older error file about that name stale."""
+        self.bucket.delete(outputs_prefix(job_name) + ERROR_FILE)
+
+    def announce(self, job: Job) -> None:
+        """Publish the job's state change, then remember it was published (at least once)."""
+        if job.event_published:
+            return
+        self.events.publish(job)
+        try:
+            self.jobs.transition(job, job.status, [job.status], event_published=True)
+        except StaleTransition:
+            logger.info("job moved on before its event was marked", extra={"job_id": job.job_id})
+
+    def fail_before_task(self, job: Job, kind: FailureKind, error: str, from_statuses: list[JobStatus]) -> None:
+        """End a job no WaveSpeed task is known for: release its budget hold, tell the user."""
+        failed = job.model_copy(update={"status": JobStatus.FAILED, "failure_kind": kind, "error": error})
+        self.write_error(failed, [error], WHAT_TO_DO[kind])
+        try:
+            self.jobs.settle(
+                job,
+                JobStatus.FAILED,
+                from_statuses,
+                None,
+                None,
+                failure_kind=kind,
+                error=error,
+                reserved_micros=0,
+            )
+        except StaleTransition:
+            logger.info("job settled elsewhere", extra={"job_id": job.job_id})
+            return
+        self.announce(failed.model_copy(update={"reserved_micros": 0}))
+
+
+WHAT_TO_DO: dict[FailureKind, str] = {
+    FailureKind.INVALID_INPUT: "Fix the files or options listed in problems and upload the folder (or manifest) again; "
+    "a new upload under the same name starts a new job. Your input files were not changed.",
+    FailureKind.BUDGET: "Raise the MonthlyBudgetUsd parameter of the stack, or drop the job again next month.",
+    FailureKind.REFUSED_BY_API: "WaveSpeed refused the request; fix what its message names and upload again.",
+    FailureKind.GENERATION_FAILED: "WaveSpeed could not generate the video; check the image shows a clear face "
+    "and the audio has speech, then upload again. Nothing was charged unless the ledger says so.",
+    FailureKind.SUBMIT_UNKNOWN: "The submission's answer was lost and no result arrived within the grace period. "
+    "It was not sent again, so you are never charged twice. If WaveSpeed did run it, the video will still be "
+    "delivered here; otherwise upload again.",
+    FailureKind.DELIVERY_FAILED: "The output could not be stored; the team has been alerted.",
+}
+
+
+def secret_reader(provider: SecretsProvider, secret_id: str, max_age: int) -> Callable[[], str]:
+    def read() -> str:
+        value = provider.get(secret_id, max_age=max_age)
+        if isinstance(value, bytes):
+            value = value.decode()
+        text = str(value).strip()
+        if text.startswith("{"):
+            # A JSON secret as the console writes it: take its only value.
+            parsed = json.loads(text)
+            text = str(next(iter(parsed.values())))
+        return text
+
+    return read
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    secrets = SecretsProvider(boto3_client=clients.secrets_client())
+    http = httpx.Client(timeout=httpx.Timeout(settings.http_timeout_seconds, connect=5.0), follow_redirects=True)
+    return Pipeline(
+        settings=settings,
+        jobs=JobRepository(clients.dynamodb_client(), settings.jobs_table, settings.ledger_table),
+        bucket=MediaBucket(clients.s3_client(), settings.media_bucket),
+        wavespeed=WaveSpeedClient(
+            settings.wavespeed_base_url,
+            secret_reader(secrets, settings.api_key_secret_id, settings.secret_max_age_seconds),
+            http,
+        ),
+        events=EventPublisher(clients.events_client(), settings.event_bus_name),
+        queues=Queues(clients.sqs_client(), settings.submit_queue_url, settings.fetch_queue_url),
+        webhook_secret=secret_reader(secrets, settings.webhook_secret_id, settings.secret_max_age_seconds),
+    )
+
+
+@cache
+def get_pipeline() -> Pipeline:
+    """One pipeline per cold start."""
+    return build_pipeline(get_settings())

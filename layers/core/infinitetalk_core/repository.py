@@ -1,0 +1,373 @@
+"""DynamoDB access: job rows, the ledger, month totals and seen webhooks.
+
+Every state change is a conditional write from a known status, and every money movement
+happens in the same transaction as the status change that justifies it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import BaseModel
+
+from .billing import Charge
+from .models import FailureKind, Job, JobStatus, LedgerEntry, MonthTotal, iso, utc_now
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+STATUS_INDEX = "StatusIndex"
+NAME_INDEX = "NameIndex"
+WEBHOOK_TTL_SECONDS = 7 * 24 * 3600
+TOTAL_ALL = "TOTAL#ALL"
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class StaleTransition(Exception):
+    """The row was not in the status the change starts from: someone else moved it first."""
+
+
+class DuplicateJob(Exception):
+    """A job with this id already exists: the event is a repeat."""
+
+
+class BudgetExceeded(Exception):
+    """The estimate would take the month's committed spend over the budget."""
+
+
+def _attrs(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def _dynamo_value(value: Any) -> Any:
+    """Python values as DynamoDB takes them: text times and enums, exact decimals, no floats or nulls."""
+    if isinstance(value, BaseModel):
+        return _dynamo_value(value.model_dump(exclude_none=True))
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {str(_dynamo_value(k)): _dynamo_value(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_dynamo_value(v) for v in value]
+    return value
+
+
+def _document(model: BaseModel) -> dict[str, Any]:
+    document: dict[str, Any] = _dynamo_value(model)
+    return document
+
+
+def job_key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}}
+
+
+def month_key(month: str, sort: str) -> dict[str, Any]:
+    return {"pk": {"S": f"MONTH#{month}"}, "sk": {"S": sort}}
+
+
+def model_total_sort_key(model: str, resolution: str) -> str:
+    return f"TOTAL#{model}#{resolution}"
+
+
+def _is_conditional_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _cancellation_codes(exc: ClientError) -> list[str]:
+    reasons = exc.response.get("CancellationReasons", [])
+    return [str(reason.get("Code", "None")) for reason in reasons]
+
+
+class JobRepository:
+    def __init__(self, client: DynamoDBClient, jobs_table: str, ledger_table: str) -> None:
+        self._client = client
+        self._jobs = jobs_table
+        self._ledger = ledger_table
+
+    # ---- reads -------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        item = self._client.get_item(TableName=self._jobs, Key=job_key(job_id), ConsistentRead=True).get("Item")
+        return Job.model_validate(_plain(item)) if item else None
+
+    def in_status(self, status: JobStatus, since_before: datetime, limit: int = 100) -> list[Job]:
+        """Jobs that have sat in ``status`` since before a moment, oldest first."""
+        jobs: list[Job] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._jobs,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#s = :s AND status_since < :t",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": {"S": status.value}, ":t": {"S": iso(since_before)}},
+        }
+        while len(jobs) < limit:
+            page = self._client.query(**kwargs)
+            jobs.extend(Job.model_validate(_plain(i)) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return jobs[:limit]
+
+    def by_name(self, job_name: str) -> list[Job]:
+        page = self._client.query(
+            TableName=self._jobs,
+            IndexName=NAME_INDEX,
+            KeyConditionExpression="job_name = :n",
+            ExpressionAttributeValues={":n": {"S": job_name}},
+            ScanIndexForward=False,
+        )
+        return [Job.model_validate(_plain(i)) for i in page.get("Items", [])]
+
+    def month(self, month: str) -> tuple[list[MonthTotal], list[LedgerEntry]]:
+        """Every total and ledger line of a month with one query."""
+        totals: list[MonthTotal] = []
+        entries: list[LedgerEntry] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._ledger,
+            "KeyConditionExpression": "pk = :p",
+            "ExpressionAttributeValues": {":p": {"S": f"MONTH#{month}"}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._client.query(**kwargs)
+            for raw in page.get("Items", []):
+                item = _plain(raw)
+                if item["sk"].startswith("ENTRY#"):
+                    entries.append(LedgerEntry.model_validate(item))
+                else:
+                    totals.append(MonthTotal.model_validate(item))
+            if "LastEvaluatedKey" not in page:
+                return totals, entries
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # ---- writes ------------------------------------------------------------------------
+    def put_new(self, job: Job) -> None:
+        """Record a job that holds no money (a rejection); a repeat of the same drop changes nothing."""
+        try:
+            self._client.put_item(
+                TableName=self._jobs,
+                Item=self._job_item(job),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise DuplicateJob(job.job_id) from exc
+            raise
+
+    def create_with_reservation(self, job: Job, budget_micros: int) -> None:
+        """Create the job row and hold its estimate against the month's budget, atomically."""
+        total_update: dict[str, Any] = {
+            "TableName": self._ledger,
+            "Key": month_key(job.month, TOTAL_ALL),
+            "UpdateExpression": "SET #m = :m ADD committed_micros :r, reserved_micros :r",
+            "ExpressionAttributeNames": {"#m": "month"},
+            "ExpressionAttributeValues": _attrs({":r": job.reserved_micros, ":m": job.month}),
+        }
+        if budget_micros > 0:
+            headroom = budget_micros - job.reserved_micros
+            if headroom < 0:
+                raise BudgetExceeded(job.job_id)
+            total_update["ConditionExpression"] = "attribute_not_exists(committed_micros) OR committed_micros <= :h"
+            total_update["ExpressionAttributeValues"][":h"] = {"N": str(headroom)}
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._jobs,
+                    "Item": self._job_item(job),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Update": total_update},  # type: ignore[typeddict-item]
+        ]
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            codes = _cancellation_codes(exc)
+            if codes and codes[0] == "ConditionalCheckFailed":
+                raise DuplicateJob(job.job_id) from exc
+            if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+                raise BudgetExceeded(job.job_id) from exc
+            raise
+
+    def transition(
+        self,
+        job: Job,
+        to: JobStatus,
+        from_statuses: Iterable[JobStatus],
+        *,
+        only_if_failure: FailureKind | None = None,
+        **changes: Any,
+    ) -> Job:
+        """Move a job to ``to`` only if it is still in one of ``from_statuses``.
+
+        ``only_if_failure`` narrows a move out of FAILED to failures of that kind.
+        """
+        update, condition, names, values = self._update_parts(to, from_statuses, changes)
+        if only_if_failure is not None:
+            condition = f"({condition} AND (#status <> :failed OR failure_kind = :fk))"
+            values[":failed"] = {"S": JobStatus.FAILED.value}
+            values[":fk"] = {"S": only_if_failure.value}
+        try:
+            result = self._client.update_item(
+                TableName=self._jobs,
+                Key=job_key(job.job_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise StaleTransition(f"{job.job_id} is no longer {', '.join(s.value for s in from_statuses)}") from exc
+            raise
+        return Job.model_validate(_plain(result["Attributes"]))
+
+    def settle(
+        self,
+        job: Job,
+        to: JobStatus,
+        from_statuses: Iterable[JobStatus],
+        entry: LedgerEntry | None,
+        charge: Charge | None,
+        **changes: Any,
+    ) -> None:
+        """Finish a job and settle its money in one transaction: the ledger line is written once."""
+        update, condition, names, values = self._update_parts(to, from_statuses, changes)
+        charged = charge.micros if charge else 0
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self._jobs,
+                    "Key": job_key(job.job_id),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._ledger,
+                    "Key": month_key(job.month, TOTAL_ALL),
+                    "UpdateExpression": "SET #m = :m ADD committed_micros :c, reserved_micros :r, charged_micros :x"
+                    + (", jobs :one, billed_seconds :b" if entry else ""),
+                    "ExpressionAttributeNames": {"#m": "month"},
+                    "ExpressionAttributeValues": _attrs(
+                        {
+                            ":m": job.month,
+                            ":c": charged - job.reserved_micros,
+                            ":r": -job.reserved_micros,
+                            ":x": charged,
+                            **({":one": 1, ":b": entry.billed_seconds} if entry else {}),
+                        }
+                    ),
+                }
+            },
+        ]
+        if entry is not None:
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self._ledger,
+                        "Item": _attrs(
+                            {"pk": f"MONTH#{entry.month}", "sk": f"ENTRY#{entry.job_id}", **_document(entry)}
+                        ),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._ledger,
+                        "Key": month_key(entry.month, model_total_sort_key(entry.model.value, entry.resolution.value)),
+                        "UpdateExpression": "SET #m = :m, model = :model, resolution = :res "
+                        "ADD jobs :one, billed_seconds :b, charged_micros :x",
+                        "ExpressionAttributeNames": {"#m": "month"},
+                        "ExpressionAttributeValues": _attrs(
+                            {
+                                ":m": entry.month,
+                                ":model": entry.model.value,
+                                ":res": entry.resolution.value,
+                                ":one": 1,
+                                ":b": entry.billed_seconds,
+                                ":x": entry.charged_micros,
+                            }
+                        ),
+                    }
+                }
+            )
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if "ConditionalCheckFailed" in _cancellation_codes(exc):
+                raise StaleTransition(f"{job.job_id} was settled already") from exc
+            raise
+
+    def remember_webhook(self, webhook_id: str) -> bool:
+        """Record a delivery id; ``False`` when it was seen before (a replay)."""
+        try:
+            self._client.put_item(
+                TableName=self._jobs,
+                Item=_attrs({"pk": f"WEBHOOK#{webhook_id}", "expires_at": int(time.time()) + WEBHOOK_TTL_SECONDS}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def webhook_seen(self, webhook_id: str) -> bool:
+        return "Item" in self._client.get_item(
+            TableName=self._jobs, Key={"pk": {"S": f"WEBHOOK#{webhook_id}"}}, ConsistentRead=True
+        )
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _job_item(self, job: Job) -> dict[str, Any]:
+        return _attrs({"pk": f"JOB#{job.job_id}", **_document(job)})
+
+    @staticmethod
+    def _update_parts(
+        to: JobStatus, from_statuses: Iterable[JobStatus], changes: Mapping[str, Any]
+    ) -> tuple[str, str, dict[str, str], dict[str, Any]]:
+        fields: dict[str, Any] = {"status": to.value, "status_since": iso(utc_now()), **changes}
+        sets: list[str] = []
+        removes: list[str] = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        for index, (name, value) in enumerate(fields.items()):
+            names[f"#f{index}"] = name
+            if value is None:
+                removes.append(f"#f{index}")
+                continue
+            sets.append(f"#f{index} = :v{index}")
+            values[f":v{index}"] = _serializer.serialize(_dynamo_value(value))
+        condition_values = []
+        for index, status in enumerate(from_statuses):
+            values[f":from{index}"] = {"S": status.value}
+            condition_values.append(f":from{index}")
+        names["#status"] = "status"
+        condition = f"#status IN ({', '.join(condition_values)})"
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        return expression, condition, names, values

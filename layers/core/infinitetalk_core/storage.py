@@ -1,0 +1,99 @@
+"""The media bucket: listing drops, reading inputs, presigning, writing outputs atomically."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from .media import SNIFF_BYTES, open_s3_object
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+INBOX_PREFIX = "inbox/"
+OUTPUTS_PREFIX = "outputs/"
+# Constant memory whatever the video size: two 8 MiB parts in flight at most.
+STREAMING_TRANSFER = TransferConfig(
+    multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=2
+)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+    @property
+    def filename(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+def outputs_prefix(job_name: str) -> str:
+    return f"{OUTPUTS_PREFIX}{job_name}/"
+
+
+class MediaBucket:
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        found: list[StoredObject] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                found.append(StoredObject(item["Key"], item["Size"], item["ETag"].strip('"'), item["LastModified"]))
+        return found
+
+    def head(self, key: str) -> StoredObject | None:
+        try:
+            meta = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return StoredObject(key, meta["ContentLength"], meta["ETag"].strip('"'), meta["LastModified"])
+
+    def read_head(self, stored: StoredObject) -> bytes:
+        if stored.size == 0:
+            return b""
+        end = min(stored.size, SNIFF_BYTES) - 1
+        return self.client.get_object(Bucket=self.bucket, Key=stored.key, Range=f"bytes=0-{end}")["Body"].read()
+
+    def read_bytes(self, key: str, limit: int = 1024 * 1024) -> bytes:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        data = body.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"{key} is larger than {limit} bytes")
+        return data
+
+    def open(self, stored: StoredObject) -> BinaryIO:
+        return open_s3_object(self.client, self.bucket, stored.key, stored.size)
+
+    def open_stream(self, key: str) -> IO[bytes]:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[return-value]
+
+    def put_json(self, key: str, document: Any) -> None:
+        body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def presign(self, key: str, expiry_seconds: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expiry_seconds
+        )
+
+    def upload_stream(self, key: str, stream: IO[bytes], content_type: str) -> None:
+        """Multipart upload from a stream: the object appears whole or not at all."""
+        self.client.upload_fileobj(
+            stream, self.bucket, key, ExtraArgs={"ContentType": content_type}, Config=STREAMING_TRANSFER
+        )

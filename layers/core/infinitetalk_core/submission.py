@@ -1,0 +1,261 @@
+"""From an inbox event to a WaveSpeed task: validate, measure, price, hold budget, submit once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.parser.models import S3Model
+
+from .billing import rule_book
+from .intake import (
+    OPTIONS_FILE,
+    Candidate,
+    Drop,
+    InputProblems,
+    Waiting,
+    assess_folder,
+    assess_manifest,
+    drop_for_key,
+    inspect_inputs,
+    job_id_for,
+)
+from .models import FailureKind, Job, JobStatus, Role, micros_to_usd, usd_text
+from .observability import logger, metrics
+from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob
+from .repository import BudgetExceeded, DuplicateJob, StaleTransition
+from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
+
+
+class RetryLater(Exception):
+    """Nothing was created and nothing lost: let the queue deliver this message again later."""
+
+
+def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
+    """What one submit-queue message asks for: S3 notifications, a folder re-check, or a resume."""
+    if body.get("Event") == "s3:TestEvent":
+        return
+    kind = body.get("kind")
+    if kind == "folder_check":
+        check = FolderCheck.model_validate(body)
+        yield Drop(name=check.name, kind="folder", key=check.prefix)
+    elif kind == "resume_job":
+        yield ResumeJob.model_validate(body)
+    elif "Records" in body:
+        for record in S3Model.model_validate(body).Records:
+            if not record.eventName.startswith("ObjectCreated") or record.s3.object is None:
+                continue
+            drop = drop_for_key(unquote_plus(record.s3.object.key))
+            if drop is not None:
+                yield drop
+    else:
+        logger.warning("ignoring an unknown submit message", extra={"body": json.dumps(body)[:500]})
+
+
+def process_submit_message(body: dict[str, Any], pipeline: Pipeline) -> None:
+    for item in drops_in(body):
+        if isinstance(item, ResumeJob):
+            job = pipeline.jobs.get(item.job_id)
+            if job is not None:
+                advance(job, pipeline)
+        else:
+            start_drop(item, pipeline)
+
+
+def start_drop(drop: Drop, pipeline: Pipeline) -> None:
+    candidate = assess(drop, pipeline)
+    if candidate is None:
+        return
+    existing = pipeline.jobs.get(candidate.job_id)
+    if existing is not None:
+        logger.info("repeat event for an existing job", extra={"job_id": existing.job_id, "status": existing.status})
+        advance(existing, pipeline)
+        return
+    if candidate.problems or candidate.spec is None:
+        reject(candidate, candidate.problems, FailureKind.INVALID_INPUT, pipeline)
+        return
+    objects = {o.key: o for o in candidate.objects}
+    try:
+        inspected = inspect_inputs(candidate.spec, objects, pipeline.bucket)
+    except InputProblems as exc:
+        reject(candidate, exc.problems, FailureKind.INVALID_INPUT, pipeline)
+        return
+
+    now = pipeline.clock()
+    rules = rule_book().select(pipeline.settings.billing_rule_set, now.date())
+    estimate = rules.charge(
+        candidate.spec.resolution,
+        rules.billable_seconds(input_seconds=inspected.output_seconds, output_seconds=inspected.output_seconds),
+    )
+    job = Job(
+        job_id=candidate.job_id,
+        job_name=candidate.name,
+        status=JobStatus.RECEIVED,
+        status_since=now,
+        created_at=now,
+        spec=candidate.spec,
+        drop_keys=sorted(objects),
+        month=now.strftime("%Y-%m"),
+        rule_set=rules.id,
+        input_seconds=inspected.output_seconds,
+        estimate_micros=estimate.micros,
+        reserved_micros=estimate.micros,
+    )
+    try:
+        pipeline.jobs.create_with_reservation(job, pipeline.settings.budget_micros)
+    except DuplicateJob:
+        existing = pipeline.jobs.get(job.job_id)
+        if existing is not None:
+            advance(existing, pipeline)
+        return
+    except BudgetExceeded:
+        reject(
+            candidate,
+            [budget_problem(job, pipeline)],
+            FailureKind.BUDGET,
+            pipeline,
+            estimate_micros=estimate.micros,
+        )
+        return
+    metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
+    logger.info("job accepted", extra={"job_id": job.job_id, "estimate": usd_text(estimate.micros)})
+    pipeline.clear_error(job.job_name)
+    submit(job, pipeline)
+
+
+def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
+    if drop.kind == "stray":
+        stored = pipeline.bucket.head(drop.key)
+        if stored is None:
+            return None
+        problem = (
+            f"{drop.key} is directly in inbox/: put a job's files in a folder inbox/<name>/ "
+            "(image.png, audio.mp3, ...) or drop a manifest inbox/<name>.json"
+        )
+        return Candidate(job_id=job_id_for(drop.name, [stored]), name=drop.name, objects=[stored], problems=[problem])
+    if drop.kind == "manifest":
+        return assess_manifest(drop, pipeline.bucket)
+    objects = pipeline.bucket.list(drop.key)
+    options_key = drop.key + OPTIONS_FILE
+    options_raw = pipeline.bucket.read_bytes(options_key) if any(o.key == options_key for o in objects) else None
+    verdict = assess_folder(drop, objects, options_raw, pipeline.clock(), pipeline.settings.folder_settle_seconds)
+    if isinstance(verdict, Waiting):
+        pipeline.queues.send_submit(FolderCheck(name=drop.name, prefix=drop.key), delay_seconds=verdict.seconds)
+        return None
+    return verdict
+
+
+def budget_problem(job: Job, pipeline: Pipeline) -> str:
+    totals, _ = pipeline.jobs.month(job.month)
+    committed = next((t.charged_micros + t.reserved_micros for t in totals if t.model is None), 0)
+    return (
+        f"monthly budget refused this job: its estimate {usd_text(job.estimate_micros)} "
+        f"({job.input_seconds} s at {job.spec.resolution.value if job.spec else '?'}) plus {usd_text(committed)} "
+        f"already committed in {job.month} exceeds the budget of ${micros_to_usd(pipeline.settings.budget_micros)}"
+    )
+
+
+def reject(
+    candidate: Candidate, problems: list[str], kind: FailureKind, pipeline: Pipeline, estimate_micros: int = 0
+) -> None:
+    """Refuse a drop before any money is at stake; the error file says what to change."""
+    now = pipeline.clock()
+    job = Job(
+        job_id=candidate.job_id,
+        job_name=candidate.name,
+        status=JobStatus.REJECTED,
+        status_since=now,
+        created_at=now,
+        spec=candidate.spec,
+        drop_keys=sorted(o.key for o in candidate.objects),
+        failure_kind=kind,
+        error="; ".join(problems),
+        estimate_micros=estimate_micros,
+    )
+    pipeline.write_error(job, problems, WHAT_TO_DO[kind])
+    try:
+        pipeline.jobs.put_new(job)
+    except DuplicateJob:
+        return
+    metrics.add_metric(name="JobsRejected", unit="Count", value=1)
+    logger.info("job rejected", extra={"job_id": job.job_id, "problems": problems})
+    pipeline.announce(job)
+
+
+def advance(job: Job, pipeline: Pipeline) -> None:
+    """Carry a job on from wherever an interrupted run left it; a no-op for every later status."""
+    if job.status is JobStatus.RECEIVED:
+        submit(job, pipeline)
+    elif job.status is JobStatus.SUBMITTING:
+        age = (pipeline.clock() - job.status_since).total_seconds()
+        if age > pipeline.settings.submit_stall_seconds:
+            mark_uncertain(job, pipeline, "the submitting run stopped before recording WaveSpeed's answer")
+
+
+def mark_uncertain(job: Job, pipeline: Pipeline, reason: str) -> None:
+    try:
+        pipeline.jobs.transition(job, JobStatus.UNCERTAIN, [JobStatus.SUBMITTING], error=reason)
+    except StaleTransition:
+        return
+    metrics.add_metric(name="SubmitOutcomeUnknown", unit="Count", value=1)
+    logger.warning("submit outcome unknown; waiting for a webhook", extra={"job_id": job.job_id, "reason": reason})
+
+
+def input_urls(job: Job, pipeline: Pipeline) -> dict[Role, str]:
+    """URLs WaveSpeed can read: presigned GETs that outlive the queue, or its own media storage."""
+    assert job.spec is not None
+    settings = pipeline.settings
+    if settings.input_delivery == "presigned-url":
+        return {
+            role: pipeline.bucket.presign(key, settings.presign_expiry_seconds) for role, key in job.spec.inputs.items()
+        }
+    urls: dict[Role, str] = {}
+    for role, key in job.spec.inputs.items():
+        with pipeline.bucket.open_stream(key) as stream:
+            urls[role] = pipeline.wavespeed.upload_media(key.rsplit("/", 1)[-1], stream, "application/octet-stream")
+    return urls
+
+
+def submit(job: Job, pipeline: Pipeline) -> None:
+    """POST the task at most once per proof that nothing was created; never twice on a lost answer."""
+    spec = job.spec
+    assert spec is not None
+    try:
+        job = pipeline.jobs.transition(
+            job, JobStatus.SUBMITTING, [JobStatus.RECEIVED], submit_attempts=job.submit_attempts + 1
+        )
+    except StaleTransition:
+        return
+    settings = pipeline.settings
+    delays = list(backoff_delays(settings.submit_attempts, settings.retry_base_seconds))
+    for attempt in range(settings.submit_attempts):
+        try:
+            body = spec.request_body(input_urls(job, pipeline))
+            prediction = pipeline.wavespeed.submit(spec.model, body, pipeline.webhook_url_for(job.job_id))
+            break
+        except NoTaskCreated as exc:
+            if attempt == len(delays):
+                pipeline.jobs.transition(job, JobStatus.RECEIVED, [JobStatus.SUBMITTING], error=str(exc))
+                metrics.add_metric(name="SubmitDeferred", unit="Count", value=1)
+                raise RetryLater(f"{job.job_id}: {exc}") from exc
+            wait = max(delays[attempt], min(exc.retry_after or 0.0, 20.0))
+            logger.info("no task created; retrying", extra={"job_id": job.job_id, "reason": str(exc), "wait": wait})
+            pipeline.sleep(wait)
+        except SubmitRefused as exc:
+            pipeline.fail_before_task(job, FailureKind.REFUSED_BY_API, str(exc), [JobStatus.SUBMITTING])
+            return
+        except SubmitOutcomeUnknown as exc:
+            mark_uncertain(job, pipeline, str(exc))
+            return
+    try:
+        job = pipeline.jobs.transition(
+            job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING], task_id=prediction.id, error=None
+        )
+    except StaleTransition:
+        logger.info("webhook arrived before the submit answer was recorded", extra={"job_id": job.job_id})
+        return
+    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
+    logger.info("job submitted", extra={"job_id": job.job_id, "task_id": prediction.id})
+    pipeline.announce(job)
