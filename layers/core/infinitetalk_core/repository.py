@@ -135,6 +135,22 @@ class JobRepository:
         )
         return [Job.model_validate(_plain(i)) for i in page.get("Items", [])]
 
+    def recent(self, limit: int = 50) -> list[Job]:
+        """The newest jobs across all statuses, for people looking at the system (a scan: small tables only)."""
+        jobs: list[Job] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._jobs,
+            "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":p": {"S": "JOB#"}},
+        }
+        while True:
+            page = self._client.scan(**kwargs)
+            jobs.extend(Job.model_validate(_plain(i)) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(jobs, key=lambda j: j.created_at, reverse=True)[:limit]
+
     def month(self, month: str) -> tuple[list[MonthTotal], list[LedgerEntry]]:
         """Every total and ledger line of a month with one query."""
         totals: list[MonthTotal] = []

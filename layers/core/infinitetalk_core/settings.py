@@ -24,7 +24,7 @@ class Settings(BaseModel):
     event_bus_name: str = Field(alias="EVENT_BUS_NAME")
     api_key_secret_id: str = Field(alias="API_KEY_SECRET_ID")
     webhook_secret_id: str = Field(alias="WEBHOOK_SECRET_ID")
-    webhook_url: str = Field(alias="WEBHOOK_URL")
+    webhook_url: str = Field(default="", alias="WEBHOOK_URL")
     wavespeed_base_url: str = Field(default=DEFAULT_WAVESPEED_URL, alias="WAVESPEED_BASE_URL")
     monthly_budget_usd: Decimal = Field(default=Decimal(0), ge=0, alias="MONTHLY_BUDGET_USD")
     billing_rule_set: str = Field(default="seeds-output-5s", alias="BILLING_RULE_SET")
