@@ -94,7 +94,8 @@ def measure_video(key: str, pipeline: Pipeline) -> Decimal | None:
 def ledger_entry(
     job: Job, outcome: str, charge: Charge, output_seconds: Decimal | None, pipeline: Pipeline
 ) -> LedgerEntry:
-    assert job.spec is not None and job.task_id is not None
+    assert job.spec is not None
+    assert job.task_id is not None
     return LedgerEntry.model_validate(
         {
             "job_id": job.job_id,

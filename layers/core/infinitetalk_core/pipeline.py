@@ -32,6 +32,30 @@ RESULT_FILE = "result.json"
 MAX_SQS_DELAY_SECONDS = 900
 
 
+class S3ObjectRef(BaseModel):
+    key: str
+
+
+class S3BucketRef(BaseModel):
+    name: str
+
+
+class S3Entity(BaseModel):
+    bucket: S3BucketRef
+    object: S3ObjectRef
+
+
+class S3NotificationRecord(BaseModel):
+    eventName: str  # noqa: N815 - S3's own field name
+    s3: S3Entity
+
+
+class S3Notification(BaseModel):
+    """The part of an S3 event notification the pipeline reads; lenient about the rest."""
+
+    Records: list[S3NotificationRecord]
+
+
 class FolderCheck(BaseModel):
     """Look at a drop folder again once its settle time has passed."""
 

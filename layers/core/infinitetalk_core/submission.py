@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.parser.models import S3Model
-
 from .billing import rule_book
 from .intake import (
     OPTIONS_FILE,
@@ -24,7 +22,7 @@ from .intake import (
 )
 from .models import FailureKind, Job, JobStatus, Role, micros_to_usd, usd_text
 from .observability import logger, metrics
-from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob
+from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob, S3Notification
 from .repository import BudgetExceeded, DuplicateJob, StaleTransition
 from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
 
@@ -44,8 +42,8 @@ def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
     elif kind == "resume_job":
         yield ResumeJob.model_validate(body)
     elif "Records" in body:
-        for record in S3Model.model_validate(body).Records:
-            if not record.eventName.startswith("ObjectCreated") or record.s3.object is None:
+        for record in S3Notification.model_validate(body).Records:
+            if not record.eventName.startswith("ObjectCreated"):
                 continue
             drop = drop_for_key(unquote_plus(record.s3.object.key))
             if drop is not None:

@@ -1,0 +1,134 @@
+"""The paths a job can take, over real HTTP: moto's server for AWS, the stand-in for WaveSpeed.
+
+Each test drops files into the bucket and lets the template's functions carry the job; faults
+on the stand-in make the rare paths happen on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from mypy_boto3_s3 import S3Client
+
+from infinitetalk_core.models import FailureKind, Job, JobStatus
+from infinitetalk_core.repository import TOTAL_ALL
+from local_stack import LocalStack
+from local_stack.samples import portrait_png, voice_wav
+from tests.integration.conftest import start_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with start_stack(
+        {"MONTHLY_BUDGET_USD": "5", "SUBMIT_GRACE_SECONDS": "3", "WEBHOOK_OVERDUE_SECONDS": "2"}
+    ) as running:
+        yield running
+
+
+def drop_folder(s3: S3Client, bucket: str, name: str, seconds: float, options: dict[str, object] | None = None) -> None:
+    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/image.png", Body=portrait_png())
+    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/audio.wav", Body=voice_wav(seconds))
+    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/job.json", Body=json.dumps(options or {}).encode())
+
+
+def ledger_entries(stack: LocalStack, job: Job) -> list[object]:
+    _, entries = stack.jobs.month(job.month)
+    return [e for e in entries if e.job_id == job.job_id]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_an_answer_lost_after_the_task_was_created_still_delivers_once(stack: LocalStack) -> None:
+    before = stack.standin.submit_count
+    stack.standin.faults.submit_500_after_create_next = 1
+    drop_folder(stack.s3, stack.bucket, "lost-answer", 1.5)
+    job = stack.wait_for("lost-answer", timeout=60)
+    assert job.status is JobStatus.DELIVERED
+    assert stack.standin.submit_count == before + 1, "a lost answer must never cause a second paid task"
+    assert len(ledger_entries(stack, job)) == 1
+
+
+def test_an_unknown_submission_is_settled_after_the_grace_period_and_a_late_webhook_still_delivers(
+    stack: LocalStack,
+) -> None:
+    stack.standin.faults.submit_500_after_create_next = 1
+    stack.standin.faults.webhook_delay_seconds = 8.0
+    stack.standin.faults.drop_webhook_rate = 0.0
+    try:
+        drop_folder(stack.s3, stack.bucket, "late-webhook", 1.0)
+        failed = stack.wait_for("late-webhook", statuses={"failed"}, timeout=30)
+        assert failed.failure_kind is FailureKind.SUBMIT_UNKNOWN
+        error = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key="outputs/late-webhook/error.json")["Body"].read())
+        assert "never charged twice" in error["what_to_do"]
+        delivered = stack.wait_for("late-webhook", statuses={"delivered"}, timeout=60)
+    finally:
+        stack.standin.faults.webhook_delay_seconds = 0.0
+    assert len(ledger_entries(stack, delivered)) == 1
+    totals, _ = stack.jobs.month(delivered.month)
+    overall = next(t for t in totals if t.model is None)
+    assert overall.reserved_micros >= 0
+
+
+def test_a_failed_generation_is_recorded_without_charge_and_explained(stack: LocalStack) -> None:
+    stack.standin.faults.fail_next = 1
+    stack.standin.faults.fail_error = "Inference failed: no face detected in image"
+    drop_folder(stack.s3, stack.bucket, "no-face", 1.0)
+    job = stack.wait_for("no-face", timeout=60)
+    assert job.status is JobStatus.FAILED and job.failure_kind is FailureKind.GENERATION_FAILED
+    error = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key="outputs/no-face/error.json")["Body"].read())
+    assert any("no face detected" in problem for problem in error["problems"])
+    entries = ledger_entries(stack, job)
+    assert len(entries) == 1
+    assert entries[0].outcome == "failed" and entries[0].charged_micros == 0  # type: ignore[attr-defined]
+    assert stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix="outputs/no-face/video").get("KeyCount") == 0
+
+
+def test_a_job_over_the_monthly_budget_is_refused_before_any_money_is_spent(stack: LocalStack) -> None:
+    before = stack.standin.submit_count
+    drop_folder(stack.s3, stack.bucket, "too-dear", 200.0, {"resolution": "720p"})  # $12 > $5 budget
+    job = stack.wait_for("too-dear", timeout=60)
+    assert job.status is JobStatus.REJECTED and job.failure_kind is FailureKind.BUDGET
+    error = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key="outputs/too-dear/error.json")["Body"].read())
+    assert "monthly budget" in error["problems"][0] and "$12.00" in error["problems"][0]
+    assert stack.standin.submit_count == before
+
+
+def test_rate_limits_are_retried_and_cost_one_task(stack: LocalStack) -> None:
+    before = stack.standin.submit_count
+    stack.standin.faults.submit_429_next = 2
+    drop_folder(stack.s3, stack.bucket, "busy", 1.0)
+    job = stack.wait_for("busy", timeout=60)
+    assert job.status is JobStatus.DELIVERED
+    assert stack.standin.submit_count == before + 1
+    assert job.submit_attempts == 1
+
+
+def test_the_ledger_holds_one_line_per_job_and_totals_that_add_up(stack: LocalStack) -> None:
+    drop_folder(stack.s3, stack.bucket, "sum-a", 1.2)
+    drop_folder(stack.s3, stack.bucket, "sum-b", 6.3, {"resolution": "720p"})
+    a = stack.wait_for("sum-a", timeout=60)
+    b = stack.wait_for("sum-b", timeout=60)
+    assert (a.charged_micros, b.charged_micros) == (150_000, 420_000)
+    totals, entries = stack.jobs.month(a.month)
+    overall = next(t for t in totals if t.model is None)
+    assert overall.charged_micros == sum(e.charged_micros for e in entries)
+    per_model = [t for t in totals if t.model is not None]
+    assert sum(t.charged_micros for t in per_model) == overall.charged_micros
+    assert b.output_seconds is not None and abs(b.output_seconds - Decimal("6.3")) < Decimal("0.1")
+    stored = stack.jobs._client.get_item(  # the raw total row, as an integration would read it
+        TableName=stack.ledger_table, Key={"pk": {"S": f"MONTH#{a.month}"}, "sk": {"S": TOTAL_ALL}}
+    )["Item"]
+    assert int(stored["committed_micros"]["N"]) == overall.charged_micros + overall.reserved_micros
