@@ -2,6 +2,7 @@
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from infinitetalk_core.callbacks import MalformedWebhook, WebhookRejected, accept_webhook
 from infinitetalk_core.observability import logger, metrics
 from infinitetalk_core.pipeline import get_pipeline

@@ -1,6 +1,7 @@
 """The scheduled sweep that recovers lost webhooks, submits and fetches."""
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from infinitetalk_core.observability import logger, metrics
 from infinitetalk_core.pipeline import get_pipeline
 from infinitetalk_core.reconciliation import reconcile

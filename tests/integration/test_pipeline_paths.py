@@ -71,7 +71,9 @@ def test_an_unknown_submission_is_settled_after_the_grace_period_and_a_late_webh
         drop_folder(stack.s3, stack.bucket, "late-webhook", 1.0)
         failed = stack.wait_for("late-webhook", statuses={"failed"}, timeout=30)
         assert failed.failure_kind is FailureKind.SUBMIT_UNKNOWN
-        error = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key="outputs/late-webhook/error.json")["Body"].read())
+        error = json.loads(
+            stack.s3.get_object(Bucket=stack.bucket, Key="outputs/late-webhook/error.json")["Body"].read()
+        )
         assert "never charged twice" in error["what_to_do"]
         delivered = stack.wait_for("late-webhook", statuses={"delivered"}, timeout=60)
     finally:

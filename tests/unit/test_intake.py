@@ -93,7 +93,9 @@ def test_order_applies_to_two_speakers_only() -> None:
 
 
 def test_an_explicit_model_that_does_not_fit_the_files_is_refused() -> None:
-    verdict = assess([obj("image.png"), obj("audio.mp3"), obj("job.json")], b'{"model": "wavespeed-ai/infinitetalk/multi"}')
+    verdict = assess(
+        [obj("image.png"), obj("audio.mp3"), obj("job.json")], b'{"model": "wavespeed-ai/infinitetalk/multi"}'
+    )
     assert isinstance(verdict, Candidate)
     text = "\n".join(verdict.problems)
     assert "audio is not an input of multi" in text and "missing left_audio" in text

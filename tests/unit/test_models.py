@@ -56,6 +56,8 @@ def test_seed_range_is_enforced(seed: int) -> None:
         JobOptions(seed=seed)
 
 
-@pytest.mark.parametrize(("micros", "text"), [(150_000, "$0.15"), (180_000, "$0.18"), (1_234_567, "$1.234567"), (0, "$0.00")])
+@pytest.mark.parametrize(
+    ("micros", "text"), [(150_000, "$0.15"), (180_000, "$0.18"), (1_234_567, "$1.234567"), (0, "$0.00")]
+)
 def test_money_is_shown_exactly(micros: int, text: str) -> None:
     assert usd_text(micros) == text
