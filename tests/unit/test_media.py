@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from infinitetalk_core.media import MediaError, audio_seconds, check_kind
+from infinitetalk_core.media import MediaError, check_kind, playing_seconds
 from infinitetalk_core.models import MediaKind
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -48,11 +48,11 @@ def test_files_that_are_not_what_their_names_say_are_refused(
 def test_audio_length_is_read_from_the_bytes() -> None:
     data = wav_bytes(2.5)
     check_kind("audio.wav", MediaKind.AUDIO, len(data), data)
-    assert audio_seconds(io.BytesIO(data), "audio.wav") == Decimal("2.5")
+    assert playing_seconds(io.BytesIO(data), "audio.wav") == Decimal("2.5")
 
 
 def test_unreadable_and_silent_audio_is_refused() -> None:
     with pytest.raises(MediaError, match="could not be read as audio"):
-        audio_seconds(io.BytesIO(b"RIFF\x00\x00\x00\x00WAVEjunk"), "audio.wav")
+        playing_seconds(io.BytesIO(b"RIFF\x00\x00\x00\x00WAVEjunk"), "audio.wav")
     with pytest.raises(MediaError, match="length 0 s"):
-        audio_seconds(io.BytesIO(wav_bytes(0)), "audio.wav")
+        playing_seconds(io.BytesIO(wav_bytes(0)), "audio.wav")

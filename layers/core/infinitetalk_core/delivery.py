@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .billing import BillingRuleSet, Charge, rule_book
-from .media import MediaError, audio_seconds
+from .media import MediaError, playing_seconds
 from .models import FailureKind, Job, JobStatus, LedgerEntry, iso, micros_to_usd, usd_text
 from .observability import logger, metrics
 from .pipeline import RESULT_FILE, WHAT_TO_DO, Pipeline
@@ -85,7 +85,7 @@ def measure_video(key: str, pipeline: Pipeline) -> Decimal | None:
         return None
     try:
         with pipeline.bucket.open(stored) as stream:
-            return audio_seconds(stream, stored.filename)
+            return playing_seconds(stream, stored.filename)
     except MediaError as exc:
         logger.warning("could not measure the output; billing the estimate", extra={"key": key, "error": str(exc)})
         return None

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from .billing import output_seconds_for
-from .media import EXTENSIONS, MediaError, audio_seconds, check_kind
+from .media import EXTENSIONS, MediaError, check_kind, playing_seconds
 from .models import (
     MAX_OUTPUT_SECONDS,
     OPTIONAL_ROLES,
@@ -286,7 +286,7 @@ def inspect_inputs(spec: JobSpec, objects: dict[str, StoredObject], bucket: Medi
             check_kind(stored.filename, kind, stored.size, bucket.read_head(stored))
             if kind is MediaKind.AUDIO:
                 with bucket.open(stored) as stream:
-                    lengths[role.value] = audio_seconds(stream, stored.filename)
+                    lengths[role.value] = playing_seconds(stream, stored.filename)
         except MediaError as exc:
             problems.append(str(exc))
     if problems:

@@ -83,7 +83,7 @@ def check_kind(filename: str, expected: MediaKind, size: int, head: bytes) -> No
             raise MediaError(f"{filename} holds a {real.upper()} image; rename it to .{real} or convert it")
 
 
-def audio_seconds(fileobj: IO[bytes], filename: str) -> Decimal:
+def playing_seconds(fileobj: IO[bytes], filename: str) -> Decimal:
     """Playing time read from the container or stream headers, exact to the microsecond."""
     try:
         audio = mutagen.File(fileobj)
