@@ -57,6 +57,16 @@ def test_a_half_uploaded_folder_waits_even_with_job_json() -> None:
     assert isinstance(verdict, Waiting)
 
 
+def test_a_folder_being_uploaded_again_waits_for_its_new_job_json() -> None:
+    """A re-upload's first file must not start a job from new media mixed with the old files."""
+    mixed = [obj("image.png", age=1, etag="new"), obj("audio.mp3", age=90), obj("job.json", age=90)]
+    assert isinstance(assess(mixed, b"{}"), Waiting)
+    redone = [obj("image.png", age=2, etag="new"), obj("audio.mp3", age=1, etag="new"), obj("job.json", age=1)]
+    assert isinstance(assess(redone, b"{}"), Candidate)
+    left_alone = [obj("image.png", age=31, etag="new"), obj("audio.mp3", age=90), obj("job.json", age=90)]
+    assert isinstance(assess(left_alone, b"{}"), Candidate)
+
+
 def test_a_settled_incomplete_folder_names_what_is_missing() -> None:
     verdict = assess([obj("image.png", age=100)])
     assert isinstance(verdict, Candidate) and verdict.spec is None

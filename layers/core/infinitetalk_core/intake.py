@@ -1,7 +1,7 @@
 """From objects in the inbox to a job spec: the drop rules, in one place.
 
 A folder ``inbox/<name>/`` starts when every file its model needs is there and either
-``job.json`` is present (the trigger) or no file has arrived for the settle time. A manifest
+``job.json`` is its newest file (the trigger) or no file has arrived for the settle time. A manifest
 ``inbox/<name>.json`` starts at once. A job's id is its name plus a digest of the exact
 objects it was made from, so a repeated event maps to the same job and a re-upload to a new one.
 """
@@ -182,7 +182,10 @@ def assess_folder(
     newest = max(o.last_modified for o in visible)
     age = (now - newest).total_seconds()
     settled = age >= settle_seconds
-    has_options = any(o.filename == OPTIONS_FILE for o in visible)
+    options_object = next((o for o in visible if o.filename == OPTIONS_FILE), None)
+    # job.json starts a folder only when it came last: a file newer than it means the folder
+    # is being uploaded again, and the new job.json (or the settle time) decides.
+    triggered = options_object is not None and options_object.last_modified >= newest
 
     problems: list[str] = []
     if problem := name_problem(drop.name):
@@ -211,7 +214,7 @@ def assess_folder(
     shape_problems, missing = spec_problems(model, set(by_role), options or JobOptions())
     if missing and not settled:
         return Waiting(seconds=max(1, int(settle_seconds - age) + 1))
-    if not has_options and not settled:
+    if not triggered and not settled:
         return Waiting(seconds=max(1, int(settle_seconds - age) + 1))
     problems.extend(shape_problems)
     if missing:

@@ -199,7 +199,7 @@ class LedgerEntry(BaseModel):
     outcome: Literal["delivered", "failed"]
     rule_set: str
     input_seconds: Decimal
-    output_seconds: Decimal | None
+    output_seconds: Decimal | None = None
     billed_seconds: int
     rate_micros_per_second: int
     estimate_micros: int

@@ -1,0 +1,26 @@
+"""One local stack per test module: moto's server, the WaveSpeed stand-in, the template's functions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from local_stack import LocalStack, StackOptions
+
+
+@contextmanager
+def start_stack(
+    environment: Mapping[str, str] | None = None,
+    parameters: Mapping[str, str] | None = None,
+    **standin: Any,
+) -> Iterator[LocalStack]:
+    """Environment overrides use the functions' variable names; parameters the template's names."""
+    options = StackOptions(
+        environment=dict(environment or {}),
+        parameters={"FolderSettleSeconds": "1", **(parameters or {})},
+        reconcile_every_seconds=1.0,
+        standin=standin,
+    )
+    with LocalStack(options) as stack:
+        yield stack

@@ -1,0 +1,382 @@
+"""The whole pipeline on one machine: moto's server for AWS, the stand-in (or the real API) for WaveSpeed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import httpx
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from moto.server import ThreadedMotoServer
+
+from infinitetalk_core import clients, pipeline, settings
+from infinitetalk_core.models import TERMINAL_STATUSES, Job, JobStatus
+from infinitetalk_core.observability import logger as core_logger
+from infinitetalk_core.repository import JobRepository
+from infinitetalk_core.storage import outputs_prefix
+from wavespeed_standin import WaveSpeedStandin
+
+from .runtime import HttpApi, LocalFunction, ScheduleTimer, SqsPoller, readable_log_line
+from .template import AwsClients, Provisioner, Template, schedule_seconds
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+REGION = "us-east-1"
+STATE_DIR = Path(".local-stack")
+CONNECTION_FILE = STATE_DIR / "stack.json"
+# Template parameters sized for minutes-long local runs instead of hours-long real ones.
+LOCAL_PARAMETERS = {
+    "FolderSettleSeconds": "3",
+    "WebhookOverdueSeconds": "20",
+    "SubmitGraceSeconds": "60",
+}
+# Settings the template leaves at their defaults, shortened locally so retries take moments.
+LOCAL_ENVIRONMENT = {
+    "RETRY_BASE_SECONDS": "0.2",
+    "SUBMIT_STALL_SECONDS": "30",
+    "HTTP_TIMEOUT_SECONDS": "30",
+    "SECRET_MAX_AGE_SECONDS": "5",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+AWS_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+def print_log(source: str, message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    for line in message.splitlines() or [""]:
+        print(f"{stamp} {source:<10} {line}", flush=True)
+
+
+@dataclass
+class StackOptions:
+    """Knobs of one local run; everything else comes from ``template.yaml``."""
+
+    parameters: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
+    reconcile_every_seconds: float | None = 2.0
+    retry_after_seconds: int = 1
+    moto_port: int = 0
+    api_port: int = 0
+    standin_port: int = 0
+    standin: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str, str], None] = print_log
+    log_level: str = "INFO"
+
+
+class LocalStack:
+    """Start with ``with LocalStack(options) as stack:``; every server listens on 127.0.0.1."""
+
+    def __init__(self, options: StackOptions | None = None) -> None:
+        self.options = options or StackOptions()
+        self.template = Template(region=REGION)
+        self.functions: dict[str, LocalFunction] = {}
+        self.pollers: list[SqsPoller] = []
+        self.timers: list[ScheduleTimer] = []
+        self._saved_environment: dict[str, str | None] = {}
+        self._moto: ThreadedMotoServer | None = None
+        self._standin: WaveSpeedStandin | None = None
+        self.api = HttpApi({}, port=self.options.api_port)
+        self.endpoint_url = ""
+        self.real_wavespeed = bool(os.environ.get("WAVESPEED_API_KEY"))
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        log = self.options.log
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        self._set_environment(AWS_ENVIRONMENT)
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        self._set_environment({"AWS_ENDPOINT_URL": self.endpoint_url})
+        # moto keeps its state per process, not per server: start from an empty account.
+        httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=30).raise_for_status()
+        log("stack", f"AWS (moto server) at {self.endpoint_url}")
+
+        self.aws = AwsClients(
+            s3=self._client("s3"),
+            sqs=self._client("sqs"),
+            dynamodb=self._client("dynamodb"),
+            events=self._client("events"),
+            secrets=self._client("secretsmanager"),
+        )
+        self.template.set_parameters({**LOCAL_PARAMETERS, **self.options.parameters})
+        Provisioner(self.template, self.aws).create_all()
+        log("stack", f"created from template.yaml: {', '.join(sorted(self.template.physical))}")
+
+        base_url, api_key, webhook_secret = self._start_wavespeed()
+        self._store_secrets(api_key, webhook_secret)
+        self._set_environment(self._function_environment(base_url))
+        self._route_core_logs()
+        for spec in self.template.functions():
+            self.functions[spec.short_name] = LocalFunction(spec, log)
+        self._wire_triggers()
+        self.api.start()
+        for poller in self.pollers:
+            poller.thread.start()
+        for timer in self.timers:
+            timer.thread.start()
+        log("stack", f"webhook endpoint {self.webhook_url}; functions: {', '.join(sorted(self.functions))}")
+
+    def stop(self) -> None:
+        threads = [poller.thread for poller in self.pollers] + [timer.thread for timer in self.timers]
+        for thread in threads:
+            thread.stop()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=10)
+        if self.api.thread.is_alive():
+            self.api.stop()
+        if self._standin is not None:
+            self._standin.stop()
+            self._standin = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        for key, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_environment.clear()
+        self._forget_cold_start()
+
+    # ---- wiring ------------------------------------------------------------------------
+    def _client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION)  # type: ignore[call-overload]
+
+    def _set_environment(self, values: Mapping[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_environment.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def _start_wavespeed(self) -> tuple[str, str, str]:
+        """The stand-in, or the real API when a key is set; returns base URL, API key, webhook secret."""
+        if self.real_wavespeed:
+            api_key = os.environ["WAVESPEED_API_KEY"]
+            base_url = os.environ.get("WAVESPEED_BASE_URL", settings.DEFAULT_WAVESPEED_URL)
+            if not os.environ.get("PUBLIC_WEBHOOK_URL"):
+                raise SystemExit(
+                    "WAVESPEED_API_KEY is set, so the real WaveSpeed is used: also set PUBLIC_WEBHOOK_URL to a public "
+                    "HTTPS URL tunnelled to this machine's callback port (start with --api-port to fix the port)"
+                )
+            self.options.log("stack", f"using the real WaveSpeed API at {base_url}")
+        else:
+            self._standin = WaveSpeedStandin(
+                port=self.options.standin_port,
+                log=lambda line: self.options.log("wavespeed", line),
+                **self.options.standin,
+            )
+            self._standin.start()
+            base_url, api_key = self._standin.base_url, self._standin.api_key
+            self.options.log("stack", f"WaveSpeed stand-in at {base_url}")
+        # The same step as after a real deploy: ask the API for the webhook secret.
+        answer = httpx.get(f"{base_url}/webhook/secret", headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+        answer.raise_for_status()
+        return base_url, api_key, str(answer.json()["data"]["secret"])
+
+    def _store_secrets(self, api_key: str, webhook_secret: str) -> None:
+        for logical_id, resource in self.template.resources.items():
+            if resource["Type"] != "AWS::SecretsManager::Secret":
+                continue
+            value = webhook_secret if "Webhook" in logical_id else api_key
+            self.aws.secrets.put_secret_value(SecretId=self.template.physical[logical_id].ref, SecretString=value)
+
+    @property
+    def webhook_url(self) -> str:
+        return os.environ.get("PUBLIC_WEBHOOK_URL") or f"{self.api.base_url}/webhooks/wavespeed"
+
+    def _function_environment(self, wavespeed_base_url: str) -> dict[str, str]:
+        """Every function's template variables, merged: they share one process, so they must agree."""
+        merged: dict[str, str] = {}
+        for spec in self.template.functions():
+            for key, value in self.template.function_environment(spec).items():
+                if key == "WEBHOOK_URL":
+                    value = self.webhook_url
+                if key in merged and merged[key] != value:
+                    raise ValueError(f"functions disagree on {key}: {merged[key]!r} and {value!r}")
+                merged[key] = value
+        merged["WAVESPEED_BASE_URL"] = wavespeed_base_url
+        merged["POWERTOOLS_LOG_LEVEL"] = self.options.log_level
+        if self.real_wavespeed:
+            # The real service cannot read presigned URLs of a bucket on 127.0.0.1.
+            merged["INPUT_DELIVERY"] = "wavespeed-upload"
+        return {**merged, **LOCAL_ENVIRONMENT, **self.options.environment}
+
+    def _route_core_logs(self) -> None:
+        """All functions log through one Powertools logger; render it as one readable stream."""
+        core_logger.setLevel(self.options.log_level)
+        core_logger.registered_handler.setFormatter(LambdaPowertoolsFormatter(json_serializer=readable_log_line))
+        core_logger.registered_handler.setStream(sys.stdout)  # type: ignore[attr-defined]
+        self._forget_cold_start()
+
+    @staticmethod
+    def _forget_cold_start() -> None:
+        """Settings, clients and the pipeline are built once per cold start: this is a new one."""
+        settings.get_settings.cache_clear()
+        pipeline.get_pipeline.cache_clear()
+        clients.reset_clients()
+
+    def _wire_triggers(self) -> None:
+        for function in self.functions.values():
+            spec = function.spec
+            if spec.sqs_trigger is not None:
+                queue = self.template.physical[spec.sqs_trigger.queue_logical_id]
+                self.pollers.append(
+                    SqsPoller(
+                        function,
+                        self.aws.sqs,
+                        queue.ref,
+                        queue.attributes["Arn"],
+                        spec.sqs_trigger.batch_size,
+                        self.options.retry_after_seconds,
+                        REGION,
+                    )
+                )
+            for route in spec.http_routes:
+                self.api.routes[route] = function
+            if spec.schedule is not None and self.options.reconcile_every_seconds != 0:
+                interval = self.options.reconcile_every_seconds or schedule_seconds(spec.schedule)
+                self.timers.append(ScheduleTimer(function, interval, REGION))
+
+    # ---- what tests, the demo and the CLI read -----------------------------------------
+    @property
+    def standin(self) -> WaveSpeedStandin:
+        if self._standin is None:
+            raise RuntimeError("the real WaveSpeed API is in use; there is no stand-in")
+        return self._standin
+
+    @property
+    def s3(self) -> S3Client:
+        return self.aws.s3
+
+    @property
+    def sqs(self) -> SQSClient:
+        return self.aws.sqs
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        return self.aws.dynamodb
+
+    def resource(self, logical_id: str) -> str:
+        return self.template.physical[logical_id].ref
+
+    @property
+    def bucket(self) -> str:
+        return self.resource("MediaBucket")
+
+    @property
+    def jobs_table(self) -> str:
+        return self.resource("JobsTable")
+
+    @property
+    def ledger_table(self) -> str:
+        return self.resource("LedgerTable")
+
+    @property
+    def jobs(self) -> JobRepository:
+        return JobRepository(self.aws.dynamodb, self.jobs_table, self.ledger_table)
+
+    def connection(self) -> dict[str, str]:
+        """What the ``infinitetalk`` command needs to reach this stack."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "region": REGION,
+            "bucket": self.bucket,
+            "jobs_table": self.jobs_table,
+            "ledger_table": self.ledger_table,
+            "aws_access_key_id": AWS_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": AWS_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
+            "webhook_url": self.webhook_url,
+        }
+
+    def write_connection_file(self, path: Path = CONNECTION_FILE) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.connection(), indent=2) + "\n")
+        return path
+
+    def put(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def drop_folder(self, name: str, files: Mapping[str, bytes], options: Mapping[str, object] | None = None) -> None:
+        """Upload a folder job as a person would: the media first, ``job.json`` (the trigger) last."""
+        for filename, body in files.items():
+            self.put(f"inbox/{name}/{filename}", body)
+        if options is not None:
+            self.put(f"inbox/{name}/job.json", json.dumps(options).encode())
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def keys(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def output_keys(self, name: str) -> list[str]:
+        return self.keys(outputs_prefix(name))
+
+    def newest_job(self, name: str) -> Job | None:
+        jobs = self.jobs.by_name(name)
+        return jobs[0] if jobs else None
+
+    def wait_for(self, name: str, statuses: Iterable[str] | None = None, timeout: float = 60.0) -> Job:
+        """The newest job of a name once it reaches one of ``statuses`` (default: any final one)."""
+        wanted = {JobStatus(s) for s in statuses} if statuses is not None else set(TERMINAL_STATUSES)
+        deadline = time.monotonic() + timeout
+        job = None
+        while time.monotonic() < deadline:
+            job = self.newest_job(name)
+            if job is not None and job.status in wanted:
+                return job
+            time.sleep(0.2)
+        seen = job.status.value if job else "no job"
+        raise TimeoutError(f"{name}: not {'/'.join(sorted(s.value for s in wanted))} after {timeout:.0f} s ({seen})")
+
+    def dead_letters(self) -> dict[str, int]:
+        """Messages waiting in each dead-letter queue."""
+        counts = {}
+        for logical_id, resource in self.template.resources.items():
+            if resource["Type"] == "AWS::SQS::Queue" and "DeadLetter" in logical_id:
+                attributes = self.sqs.get_queue_attributes(
+                    QueueUrl=self.resource(logical_id), AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]
+                counts[logical_id] = int(attributes["ApproximateNumberOfMessages"])
+        return counts
+
+
+@contextmanager
+def running_stack(options: StackOptions | None = None) -> Iterator[LocalStack]:
+    with LocalStack(options) as stack:
+        yield stack

@@ -1,0 +1,433 @@
+"""The HTTP face of the stand-in: WaveSpeed's REST API, its CDN for outputs and its media storage."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import httpx
+
+from .faults import Faults
+from .inputs import MODELS, InvalidRequest, media_urls
+from .net import LOOPBACK_HOSTS, loopback_client
+from .tasks import Delivery, PlannedFaults, RunnerSettings, Task, TaskBoard, TaskRunner
+
+API_PREFIX = "/api/v3/"
+MAX_BODY_BYTES = 512 * 1024 * 1024
+RESULT_PATH = re.compile(r"^predictions/([A-Za-z0-9_-]+)/result$")
+OUTPUT_PATH = re.compile(r"^/outputs/([A-Za-z0-9_-]+)/video\.mp4$")
+MEDIA_PATH = re.compile(r"^/media/([0-9a-f]{32})/([^/]+)$")
+UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class BadRequest(Exception):
+    """An answer other than 200, carried up to the one place that writes it."""
+
+    def __init__(self, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+class WaveSpeedStandin:
+    """A local, fault-injectable WaveSpeed for integration tests and the demo stack."""
+
+    def __init__(
+        self,
+        api_key: str = "local-api-key",
+        webhook_secret: str = "whsec_local-standin-secret",  # noqa: S107 - a published local default
+        seconds_per_output_second: float = 0.0,
+        min_processing_seconds: float = 0.2,
+        frame_rate: int = 5,
+        video_height: int = 240,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if host.lower() not in LOOPBACK_HOSTS:
+            raise ValueError(f"the stand-in listens on loopback only, not {host!r}")
+        self.api_key = api_key
+        self.webhook_secret = webhook_secret
+        self.host = host
+        self.faults = Faults()
+        self._requested_port = port
+        self._log = log or (lambda _line: None)
+        self._settings = RunnerSettings(
+            webhook_secret=webhook_secret,
+            seconds_per_output_second=seconds_per_output_second,
+            min_processing_seconds=min_processing_seconds,
+            frame_rate=frame_rate,
+            video_height=video_height,
+        )
+        self._board = TaskBoard()
+        self._media: dict[str, tuple[str, str, bytes]] = {}
+        self._media_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: TaskRunner | None = None
+        self._http: httpx.Client | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("the stand-in is already running")
+        server = _Server((self.host, self._requested_port), _Handler, self, self._log)
+        self._server = server
+        self._http = loopback_client()
+        self._runner = TaskRunner(self._board, self._settings, self._http, self.output_url, self._log)
+        self._runner.start()
+        self._thread = threading.Thread(target=server.serve_forever, name="standin-http", daemon=True)
+        self._thread.start()
+        self._log(f"WaveSpeed stand-in listening on {self.base_url}")
+
+    def stop(self) -> None:
+        """Stop answering and stop the workers; a render already running finishes in the background."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        self._log("WaveSpeed stand-in stopped")
+
+    def __enter__(self) -> WaveSpeedStandin:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- what tests look at --------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the stand-in is not running; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def root_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/api/v3"
+
+    @property
+    def submit_count(self) -> int:
+        """Tasks created, i.e. what WaveSpeed would bill; a refused or faulted-away submit is not one."""
+        with self._board.changed:
+            return self._board.submit_count
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """A snapshot of the id -> task map (the tasks themselves are live), safe to iterate."""
+        with self._board.changed:
+            return dict(self._board.tasks)
+
+    @property
+    def webhook_deliveries(self) -> list[Delivery]:
+        """A snapshot. Each POST is recorded once its answer is in, so a receiver sees it first:
+        call ``wait_idle`` before reading."""
+        with self._board.changed:
+            return list(self._board.deliveries)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once every task is final and no webhook is waiting or being sent."""
+        return self._board.wait_idle(timeout)
+
+    def reset_faults(self) -> None:
+        self.faults.reset()
+
+    def output_url(self, task_id: str) -> str:
+        return f"{self.root_url}/outputs/{task_id}/video.mp4"
+
+    # --- request handling (called from the handler threads) ------------------------------------
+
+    def authorized(self, header: str | None) -> bool:
+        expected = f"Bearer {self.api_key}".encode()
+        return hmac.compare_digest((header or "").strip().encode(), expected)
+
+    def submit(self, model: str, raw: bytes, webhook_url: str | None) -> dict[str, Any]:
+        spec = MODELS.get(model)
+        if spec is None:
+            raise BadRequest(404, f"model {model} not found")
+        if self.faults.draw("submit_429"):
+            self._log(f"submit to {model} answered 429 (fault)")
+            raise BadRequest(429, "Too many requests", {"Retry-After": _seconds(self.faults.retry_after_seconds)})
+        if self.faults.draw("submit_500"):
+            self._log(f"submit to {model} answered 500 before creating a task (fault)")
+            raise BadRequest(500, "Internal server error")
+        try:
+            body = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(400, f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise BadRequest(400, "request body must be a JSON object")
+        try:
+            media_urls(spec, body)
+        except InvalidRequest as exc:
+            raise BadRequest(400, str(exc)) from exc
+        runner = self._runner
+        if runner is None:
+            raise BadRequest(503, "the stand-in is stopping")
+        task_id = uuid.uuid4().hex
+        task = Task(
+            id=task_id,
+            model=model,
+            input=body,
+            webhook_url=webhook_url,
+            result_url=f"{self.base_url}/predictions/{task_id}/result",
+            created_at=datetime.now(UTC),
+            planned=PlannedFaults.draw(self.faults),
+        )
+        self._board.add(task)
+        prediction = task.prediction()
+        runner.enqueue(task)
+        self._log(f"submit {task_id} {model} webhook={webhook_url or '-'}")
+        if self.faults.draw("submit_500_after_create"):
+            self._log(f"submit {task_id} answered 500 after creating the task (fault: lost answer)")
+            raise BadRequest(500, "Internal server error")
+        return prediction
+
+    def result(self, task_id: str) -> dict[str, Any]:
+        if self.faults.draw("result_500"):
+            self._log(f"result of {task_id} answered 500 (fault)")
+            raise BadRequest(500, "Internal server error")
+        prediction = self._board.prediction(task_id)
+        if prediction is None:
+            raise BadRequest(404, f"prediction {task_id} not found")
+        return prediction
+
+    def store_media(self, content_type: str, raw: bytes) -> dict[str, Any]:
+        filename, media_type, content = _multipart_file(content_type, raw)
+        media_id = uuid.uuid4().hex
+        with self._media_lock:
+            self._media[media_id] = (filename, media_type, content)
+        self._log(f"media upload {media_id}/{filename} ({len(content)} bytes)")
+        return {
+            "download_url": f"{self.root_url}/media/{media_id}/{quote(filename)}",
+            "filename": filename,
+            "size": len(content),
+        }
+
+    def media(self, media_id: str, filename: str) -> tuple[str, bytes] | None:
+        with self._media_lock:
+            stored = self._media.get(media_id)
+        if stored is None or stored[0] != filename:
+            return None
+        return stored[1], stored[2]
+
+    def output(self, task_id: str) -> bytes | None:
+        return self._board.output(task_id)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _multipart_file(content_type: str, raw: bytes) -> tuple[str, str, bytes]:
+    """The form field ``file`` of a multipart body: (filename, content type, bytes).
+
+    Parsed by hand on the exact bytes, because binary content must come back unchanged.
+    """
+    header = EmailMessage()
+    header["content-type"] = content_type
+    boundary = header.get_boundary()
+    if header.get_content_type() != "multipart/form-data" or not boundary:
+        raise BadRequest(400, "expected a multipart/form-data body with a file field")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    for section in (b"\r\n" + raw).split(delimiter)[1:]:
+        if section.startswith(b"--"):
+            break
+        head, separator, content = section.partition(b"\r\n\r\n")
+        if not separator:
+            continue
+        part = BytesHeaderParser(policy=HTTP).parsebytes(head.lstrip(b" \t").removeprefix(b"\r\n") + b"\r\n\r\n")
+        disposition = EmailMessage()
+        disposition["content-disposition"] = str(part.get("content-disposition", ""))
+        if disposition.get_param("name", header="content-disposition") != "file":
+            continue
+        filename = UNSAFE_NAME.sub("_", (disposition.get_filename() or "file").rsplit("/", 1)[-1]).strip(".")
+        return filename or "file", str(part.get("content-type", "application/octet-stream")), content
+    raise BadRequest(400, "file is required")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        standin: WaveSpeedStandin,
+        log: Callable[[str], None],
+    ) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.standin = standin
+        self.log = log
+        super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The stdlib prints a traceback to stderr; the stand-in speaks only through its log.
+        error = sys.exc_info()[1]
+        self.log(f"error while answering {client_address}: {type(error).__name__}: {error}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes one request; every domain outcome is an envelope, written in one place."""
+
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the stdlib writes every request to stderr."""
+
+    @property
+    def standin(self) -> WaveSpeedStandin:
+        return self.server.standin
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path.startswith(API_PREFIX):
+            self._api(lambda: self._api_get(url.path.removeprefix(API_PREFIX)))
+        elif match := OUTPUT_PATH.match(url.path):
+            self._stream_output(match.group(1))
+        elif match := MEDIA_PATH.match(url.path):
+            stored = self.standin.media(match.group(1), unquote(match.group(2)))
+            if stored is None:
+                self._envelope(404, {"code": 404, "message": "media not found"})
+            else:
+                self._send(200, stored[0], stored[1])
+        else:
+            self._envelope(404, {"code": 404, "message": f"not found: {url.path}"})
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        raw = self._read_body()
+        if raw is None:
+            return
+        if not url.path.startswith(API_PREFIX):
+            self._envelope(404, {"code": 404, "message": f"not found: {url.path}"})
+            return
+        route = url.path.removeprefix(API_PREFIX)
+        if route == "media/upload/binary":
+            self._api(lambda: self.standin.store_media(self.headers.get("content-type", ""), raw))
+            return
+        webhook = parse_qs(url.query).get("webhook", [None])[0]
+        self._api(lambda: self.standin.submit(route, raw, webhook or None))
+
+    def _api_get(self, route: str) -> dict[str, Any]:
+        if route == "webhook/secret":
+            return {"secret": self.standin.webhook_secret}
+        if match := RESULT_PATH.match(route):
+            return self.standin.result(match.group(1))
+        raise BadRequest(404, f"not found: {API_PREFIX}{route}")
+
+    def _api(self, answer: Callable[[], dict[str, Any]]) -> None:
+        if not self.standin.authorized(self.headers.get("authorization")):
+            self._envelope(401, {"code": 401, "message": "Unauthorized"})
+            return
+        try:
+            data = answer()
+        except BadRequest as exc:
+            self._envelope(exc.code, {"code": exc.code, "message": exc.message}, exc.headers)
+            return
+        self._envelope(200, {"code": 200, "message": "success", "data": data})
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return self._read_chunked()
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._envelope(413, {"code": 413, "message": "request body too large or unreadable"})
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                size = -1
+            total += size
+            if size < 0 or total > MAX_BODY_BYTES:
+                self.close_connection = True
+                self._envelope(413, {"code": 413, "message": "request body too large or unreadable"})
+                return None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(8)
+
+    def _envelope(self, code: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(code, "application/json", json.dumps(payload).encode(), headers)
+
+    def _send(self, code: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream_output(self, task_id: str) -> None:
+        """Like a CDN URL: no auth; optionally slow, to test downloads that take a while."""
+        video = self.standin.output(task_id)
+        if video is None:
+            self._envelope(404, {"code": 404, "message": "output not found"})
+            return
+        rate = self.standin.faults.output_bytes_per_second
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(video)))
+        self.end_headers()
+        try:
+            if not rate or rate <= 0:
+                self.wfile.write(video)
+                return
+            step = max(1, int(rate / 20))
+            for start in range(0, len(video), step):
+                chunk = video[start : start + step]
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(len(chunk) / rate)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
