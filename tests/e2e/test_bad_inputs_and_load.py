@@ -27,6 +27,21 @@ BAD_DROPS: dict[str, tuple[dict[str, bytes], dict[str, object] | None, str]] = {
         {},
         "audio is 660.0 s long; the limit is 600 s (10 minutes) per job",
     ),
+    "turns-too-long": (
+        {"image.png": portrait_png(people=2), "left_audio.wav": voice_wav(400.0), "right_audio.wav": voice_wav(300.0)},
+        {"order": "left_right"},
+        "left 400.0 s + right 300.0 s = 700.0 s; the limit is 600 s",
+    ),
+    "unreadable-audio": (
+        {"image.png": portrait_png(), "audio.wav": b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(200))},
+        {},
+        "audio.wav has no playable sound",
+    ),
+    "stray-file": (
+        {"image.png": portrait_png(), "audio.wav": voice_wav(1.0), "notes.txt": b"remember to smile"},
+        {},
+        "notes.txt: unexpected file",
+    ),
     "missing-audio": ({"image.png": portrait_png()}, None, "missing audio (a file named audio with one of"),
     "bad-option": (
         {"image.png": portrait_png(), "audio.wav": voice_wav(1.0)},
@@ -76,6 +91,17 @@ def test_a_fixed_drop_under_the_same_name_is_a_new_job_and_clears_the_error(stac
     assert delivered.job_id != rejected.job_id
     assert len(stack.jobs.by_name("fix-me")) == 2
     assert "outputs/fix-me/error.json" not in stack.output_keys("fix-me")
+
+
+def test_a_folder_completed_after_its_missing_file_error_starts_and_clears_the_error(stack: LocalStack) -> None:
+    stack.drop_folder("late-audio", {"image.png": portrait_png()})
+    rejected = stack.wait_for("late-audio", timeout=60)
+    assert rejected.status is JobStatus.REJECTED
+    assert "outputs/late-audio/error.json" in stack.output_keys("late-audio")
+    stack.drop_folder("late-audio", {"audio.wav": voice_wav(1.0)})
+    delivered = stack.wait_for("late-audio", statuses={"delivered"}, timeout=60)
+    assert delivered.job_id != rejected.job_id
+    assert stack.output_keys("late-audio") == ["outputs/late-audio/result.json", "outputs/late-audio/video.mp4"]
 
 
 def test_fifty_jobs_dropped_at_once_are_all_delivered_and_the_ledger_adds_up(stack: LocalStack) -> None:

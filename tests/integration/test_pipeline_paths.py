@@ -32,8 +32,9 @@ def stack() -> Iterator[LocalStack]:
 
 
 def drop_folder(s3: S3Client, bucket: str, name: str, seconds: float, options: dict[str, object] | None = None) -> None:
-    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/image.png", Body=portrait_png())
-    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/audio.wav", Body=voice_wav(seconds))
+    image, audio = portrait_png(), voice_wav(seconds)  # made first: the uploads follow each other at once
+    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/image.png", Body=image)
+    s3.put_object(Bucket=bucket, Key=f"inbox/{name}/audio.wav", Body=audio)
     s3.put_object(Bucket=bucket, Key=f"inbox/{name}/job.json", Body=json.dumps(options or {}).encode())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .demo import demo, up
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     run_up.add_argument("--api-port", type=int, default=0, help="webhook endpoint port (0: any free port)")
     run_up.add_argument("--standin-port", type=int, default=0, help="WaveSpeed stand-in port (0: any free port)")
     args = parser.parse_args(argv)
+    # Ctrl-C and a plain `kill` both stop the stack cleanly, even when started in the background.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.command == "demo":
             return demo(verbose=args.verbose, timeout=args.timeout)

@@ -178,7 +178,8 @@ or with any S3 client:
   echo '{{}}' | aws --endpoint-url {stack.endpoint_url} s3 cp - s3://{stack.bucket}/inbox/anchor/job.json
 
 Outputs appear under s3://{stack.bucket}/outputs/<name>/. Every function logs below.
-"""
+""",
+            soft_wrap=True,
         )
         try:
             threading.Event().wait()

@@ -56,5 +56,6 @@ def reconcile(pipeline: Pipeline) -> dict[str, int]:
 
     for name, value in counts.items():
         metrics.add_metric(name=f"Reconcile_{name}", unit="Count", value=value)
-    logger.info("reconcile", extra=dict(counts))
+    # A quiet sweep is the normal case; only sweeps that found something are worth a line.
+    (logger.info if counts else logger.debug)("reconcile", extra=dict(counts))
     return dict(counts)
