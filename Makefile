@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo up test lint format unit integration e2e schema build clean
+.PHONY: install demo up test lint format unit integration e2e bench schema build clean
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ up: $(STAMP)  ## run the local stack until Ctrl-C
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy layers/core tools tests
+	$(BIN)/mypy layers/core tools tests benchmarks
 	for fn in functions/*/app.py; do $(BIN)/mypy "$$fn" || exit 1; done
 
 format: $(STAMP)
@@ -41,6 +41,9 @@ e2e: $(STAMP)
 
 test: lint  ## ruff, mypy, then unit, integration and end-to-end tests
 	$(BIN)/pytest -q
+
+bench: $(STAMP)  ## side-by-side figures: streamed vs whole-file delivery, ranged vs whole audio probing
+	$(BIN)/python benchmarks/bench_media_paths.py
 
 schema: $(STAMP)  ## regenerate the committed job-event JSON Schema
 	$(BIN)/python -c "import json; from infinitetalk_core.events import event_schema, SCHEMA_VERSION; \

@@ -133,4 +133,4 @@ class S3ObjectReader(io.RawIOBase):
 
 def open_s3_object(client: S3Client, bucket: str, key: str, size: int) -> BinaryIO:
     """Buffered so that header parsers' many small reads cost a few ranged GETs."""
-    return io.BufferedReader(S3ObjectReader(client, bucket, key, size), buffer_size=256 * 1024)
+    return io.BufferedReader(S3ObjectReader(client, bucket, key, size), buffer_size=64 * 1024)

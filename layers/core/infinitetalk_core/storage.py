@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 
 INBOX_PREFIX = "inbox/"
 OUTPUTS_PREFIX = "outputs/"
-# Constant memory whatever the video size: two 8 MiB parts in flight at most.
+# Constant memory whatever the video size: two 8 MiB parts in flight and two read ahead, at most.
 STREAMING_TRANSFER = TransferConfig(
     multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=2
 )
+# Not a constructor argument of boto3's TransferConfig; s3transfer reads it for streams it cannot seek.
+STREAMING_TRANSFER.max_in_memory_upload_chunks = 2
 
 
 @dataclass(frozen=True)
