@@ -21,7 +21,6 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +31,6 @@ import httpx
 
 from infinitetalk_core.delivery import store_outputs
 from infinitetalk_core.media import playing_seconds
-from infinitetalk_core.models import Job, JobStatus
 from infinitetalk_core.pipeline import Pipeline
 from infinitetalk_core.storage import MediaBucket
 from infinitetalk_core.wavespeed import Prediction, WaveSpeedClient
@@ -113,19 +111,12 @@ def bench_delivery(s3: Any, videos: str, sizes: list[int]) -> None:
     pipeline = cast(
         Pipeline, SimpleNamespace(bucket=bucket, wavespeed=WaveSpeedClient("http://unused", lambda: "", http))
     )
-    now = datetime.now(UTC)
     print("\nDelivering an output video into S3 (peak Python memory, MiB)")
     print(f"{'size':>8} {'streamed s':>11} {'streamed MiB':>13} {'whole s':>9} {'whole MiB':>10} {'memory ratio':>13}")
     for size in sizes:
-        job = Job(
-            job_id=f"bench-{size}",
-            job_name=f"bench-{size}",
-            status=JobStatus.REPORTED,
-            status_since=now,
-            created_at=now,
-        )
         prediction = Prediction(id="bench", status="completed", outputs=[f"{videos}/{size}"])
-        streamed_s, streamed_mib = measured(lambda: store_outputs(job, prediction, pipeline))  # noqa: B023
+        folder = f"outputs/bench-{size}/"
+        streamed_s, streamed_mib = measured(lambda: store_outputs(folder, prediction, pipeline))  # noqa: B023
 
         def whole(size: int = size) -> None:
             body = http.get(f"{videos}/{size}").content

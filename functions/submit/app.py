@@ -14,8 +14,11 @@ from infinitetalk_core.submission import process_submit_message
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def record_handler(record: SQSRecord) -> None:
-    process_submit_message(json.loads(record.body), get_pipeline())
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    def time_left() -> float:
+        return lambda_context.get_remaining_time_in_millis() / 1000
+
+    process_submit_message(json.loads(record.body), get_pipeline(), time_left)
 
 
 @logger.inject_lambda_context(clear_state=True)

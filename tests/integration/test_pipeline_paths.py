@@ -80,6 +80,8 @@ def test_an_unknown_submission_is_settled_after_the_grace_period_and_a_late_webh
     finally:
         stack.standin.faults.webhook_delay_seconds = 0.0
     assert len(ledger_entries(stack, delivered)) == 1
+    keys = stack.output_keys("late-webhook")
+    assert keys == ["outputs/late-webhook/result.json", "outputs/late-webhook/video.mp4"], "stale error file left"
     totals, _ = stack.jobs.month(delivered.month)
     overall = next(t for t in totals if t.model is None)
     assert overall.reserved_micros >= 0

@@ -164,6 +164,12 @@ class WaveSpeedStandin:
     def reset_faults(self) -> None:
         self.faults.reset()
 
+    def expire(self, task_id: str) -> None:
+        """Forget a task, as WaveSpeed does once results expire: its result and output then answer 404."""
+        with self._board.changed:
+            self._board.tasks.pop(task_id, None)
+            self._board.outputs.pop(task_id, None)
+
     def output_url(self, task_id: str) -> str:
         return f"{self.root_url}/outputs/{task_id}/video.mp4"
 

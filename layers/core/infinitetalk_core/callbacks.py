@@ -75,6 +75,10 @@ def record_prediction(prediction: Prediction, job_id: str | None, pipeline: Pipe
             event_published=False,
         )
     except StaleTransition:
+        current = pipeline.jobs.get(job.job_id)
+        if current is not None and current.status is JobStatus.REPORTED:
+            # The first delivery may have failed to queue its fetch; fetching is safe to repeat.
+            pipeline.queues.send_fetch(job.job_id)
         return WebhookOutcome.ALREADY_RECORDED
     pipeline.queues.send_fetch(job.job_id)
     metrics.add_metric(name="WebhooksAccepted", unit="Count", value=1)

@@ -14,7 +14,7 @@ from .observability import logger, metrics
 from .pipeline import RESULT_FILE, WHAT_TO_DO, Pipeline
 from .repository import StaleTransition
 from .storage import outputs_prefix
-from .wavespeed import Prediction
+from .wavespeed import Prediction, TaskUnavailable
 
 
 class ChunkReader(io.RawIOBase):
@@ -40,9 +40,17 @@ class ChunkReader(io.RawIOBase):
         return size
 
 
-def output_key(job: Job, index: int) -> str:
+def output_folder(job: Job, pipeline: Pipeline) -> str:
+    """``outputs/<name>/``, unless a newer drop of the same name exists: its outputs must not be replaced."""
+    newest = pipeline.jobs.by_name(job.job_name)
+    if newest and newest[0].job_id != job.job_id:
+        return f"{outputs_prefix(job.job_name)}{job.job_id}/"
+    return outputs_prefix(job.job_name)
+
+
+def output_key(folder: str, index: int) -> str:
     suffix = "" if index == 0 else f"-{index + 1}"
-    return f"{outputs_prefix(job.job_name)}video{suffix}.mp4"
+    return f"{folder}video{suffix}.mp4"
 
 
 def deliver(job_id: str, pipeline: Pipeline) -> None:
@@ -56,22 +64,26 @@ def deliver(job_id: str, pipeline: Pipeline) -> None:
         return
     if job.status is not JobStatus.REPORTED or job.task_id is None:
         return
-    prediction = pipeline.wavespeed.result(job.task_id)
-    if not prediction.is_final:
-        # A webhook ran ahead of the result endpoint; reconcile will look again.
-        pipeline.jobs.transition(job, JobStatus.SUBMITTED, [JobStatus.REPORTED])
-        return
     rules = rule_book().get(job.rule_set)
-    if prediction.status == "failed":
-        settle_failure(job, prediction, rules, pipeline)
-    else:
-        settle_delivery(job, prediction, rules, pipeline)
+    try:
+        prediction = pipeline.wavespeed.result(job.task_id)
+        if not prediction.is_final:
+            # A webhook ran ahead of the result endpoint; reconcile will look again.
+            pipeline.jobs.transition(job, JobStatus.SUBMITTED, [JobStatus.REPORTED])
+            return
+        if prediction.status == "failed":
+            settle_failure(job, prediction.error, FailureKind.GENERATION_FAILED, rules, pipeline)
+        else:
+            settle_delivery(job, prediction, rules, pipeline)
+    except TaskUnavailable as exc:
+        # Retrying cannot help, and WaveSpeed billed the finished task: end it with its estimate charged.
+        settle_failure(job, str(exc), FailureKind.DELIVERY_FAILED, rules, pipeline)
 
 
-def store_outputs(job: Job, prediction: Prediction, pipeline: Pipeline) -> list[str]:
+def store_outputs(folder: str, prediction: Prediction, pipeline: Pipeline) -> list[str]:
     keys: list[str] = []
     for index, url in enumerate(prediction.outputs):
-        key = output_key(job, index)
+        key = output_key(folder, index)
         with pipeline.wavespeed.stream_output(url) as response:
             stream = io.BufferedReader(ChunkReader(response.iter_bytes(1024 * 1024)), buffer_size=1024 * 1024)
             pipeline.bucket.upload_stream(key, stream, response.headers.get("content-type", "video/mp4"))
@@ -119,7 +131,8 @@ def ledger_entry(
 
 def settle_delivery(job: Job, prediction: Prediction, rules: BillingRuleSet, pipeline: Pipeline) -> None:
     assert job.spec is not None
-    keys = store_outputs(job, prediction, pipeline)
+    folder = output_folder(job, pipeline)
+    keys = store_outputs(folder, prediction, pipeline)
     measured = measure_video(keys[0], pipeline) if keys else None
     input_seconds = job.input_seconds or Decimal(0)
     charge = rules.charge(
@@ -137,24 +150,28 @@ def settle_delivery(job: Job, prediction: Prediction, rules: BillingRuleSet, pip
         "error": None,
     }
     delivered = job.model_copy(update={"status": JobStatus.DELIVERED, **changes})
-    pipeline.bucket.put_json(outputs_prefix(job.job_name) + RESULT_FILE, result_document(delivered, entry, prediction))
+    pipeline.bucket.put_json(folder + RESULT_FILE, result_document(delivered, entry, prediction))
     try:
         pipeline.jobs.settle(job, JobStatus.DELIVERED, [JobStatus.REPORTED], entry, charge, **changes)
     except StaleTransition:
         logger.info("delivery settled by another run", extra={"job_id": job.job_id})
         return
+    if folder == outputs_prefix(job.job_name):
+        # A late webhook can deliver a job first settled as unknown: its error file is now wrong.
+        pipeline.clear_error(job.job_name)
     metrics.add_metric(name="JobsDelivered", unit="Count", value=1)
     metrics.add_metric(name="ChargedMicroDollars", unit="Count", value=charge.micros)
     logger.info("job delivered", extra={"job_id": job.job_id, "charge": usd_text(charge.micros), "keys": keys})
     pipeline.announce(delivered)
 
 
-def settle_failure(job: Job, prediction: Prediction, rules: BillingRuleSet, pipeline: Pipeline) -> None:
+def settle_failure(job: Job, error: str | None, kind: FailureKind, rules: BillingRuleSet, pipeline: Pipeline) -> None:
+    """A finished task with no video: the ledger line charges what the rule set says such a task costs."""
     assert job.spec is not None
-    error = prediction.error or "WaveSpeed reported the task as failed without a message"
+    message = f"WaveSpeed: {error or 'the task failed without a message'}"
     billable = rules.billable_seconds(input_seconds=job.input_seconds or Decimal(0), output_seconds=None)
     charge = rules.charge(job.spec.resolution, billable)
-    if not rules.charge_failed_jobs:
+    if kind is FailureKind.GENERATION_FAILED and not rules.charge_failed_jobs:
         charge = Charge(
             rule_set=rules.id,
             billed_seconds=0,
@@ -163,18 +180,18 @@ def settle_failure(job: Job, prediction: Prediction, rules: BillingRuleSet, pipe
         )
     entry = ledger_entry(job, "failed", charge, None, pipeline)
     changes: dict[str, Any] = {
-        "failure_kind": FailureKind.GENERATION_FAILED,
-        "error": f"WaveSpeed: {error}",
+        "failure_kind": kind,
+        "error": message,
         "charged_micros": charge.micros,
         "billed_seconds": charge.billed_seconds,
         "reserved_micros": 0,
     }
     failed = job.model_copy(update={"status": JobStatus.FAILED, **changes})
-    pipeline.write_error(failed, [f"WaveSpeed: {error}"], WHAT_TO_DO[FailureKind.GENERATION_FAILED])
     try:
         pipeline.jobs.settle(job, JobStatus.FAILED, [JobStatus.REPORTED], entry, charge, **changes)
     except StaleTransition:
         return
+    pipeline.write_error(failed, [message], WHAT_TO_DO[kind])
     metrics.add_metric(name="JobsFailed", unit="Count", value=1)
     pipeline.announce(failed)
 

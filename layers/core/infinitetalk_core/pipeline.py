@@ -145,7 +145,6 @@ class Pipeline:
     def fail_before_task(self, job: Job, kind: FailureKind, error: str, from_statuses: list[JobStatus]) -> None:
         """End a job no WaveSpeed task is known for: release its budget hold, tell the user."""
         failed = job.model_copy(update={"status": JobStatus.FAILED, "failure_kind": kind, "error": error})
-        self.write_error(failed, [error], WHAT_TO_DO[kind])
         try:
             self.jobs.settle(
                 job,
@@ -160,6 +159,7 @@ class Pipeline:
         except StaleTransition:
             logger.info("job settled elsewhere", extra={"job_id": job.job_id})
             return
+        self.write_error(failed, [error], WHAT_TO_DO[kind])
         self.announce(failed.model_copy(update={"reserved_micros": 0}))
 
 
@@ -173,7 +173,8 @@ WHAT_TO_DO: dict[FailureKind, str] = {
     FailureKind.SUBMIT_UNKNOWN: "The submission's answer was lost and no result arrived within the grace period. "
     "It was not sent again, so you are never charged twice. If WaveSpeed did run it, the video will still be "
     "delivered here; otherwise upload again.",
-    FailureKind.DELIVERY_FAILED: "The output could not be stored; the team has been alerted.",
+    FailureKind.DELIVERY_FAILED: "WaveSpeed finished the task but refused to hand over its result or video "
+    "(see problems). It billed the task, so the ledger charges the estimate. Upload again to run it anew.",
 }
 
 

@@ -6,6 +6,7 @@ happens in the same transaction as the status change that justifies it.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -213,7 +214,7 @@ class JobRepository:
             {"Update": total_update},  # type: ignore[typeddict-item]
         ]
         try:
-            self._client.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             codes = _cancellation_codes(exc)
             if codes and codes[0] == "ConditionalCheckFailed":
@@ -332,7 +333,7 @@ class JobRepository:
                 }
             )
         try:
-            self._client.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             if "ConditionalCheckFailed" in _cancellation_codes(exc):
                 raise StaleTransition(f"{job.job_id} was settled already") from exc
@@ -358,6 +359,18 @@ class JobRepository:
         )
 
     # ---- helpers -----------------------------------------------------------------------
+    def _transact(self, items: list[TransactWriteItemTypeDef], attempts: int = 6) -> None:
+        """Every money movement touches the month's total row, so concurrent ones can conflict: retry those."""
+        for attempt in range(attempts):
+            try:
+                self._client.transact_write_items(TransactItems=items)
+                return
+            except ClientError as exc:
+                codes = _cancellation_codes(exc)
+                if "TransactionConflict" not in codes or "ConditionalCheckFailed" in codes or attempt == attempts - 1:
+                    raise
+            time.sleep(random.uniform(0.02, 0.1) * 2**attempt)
+
     def _job_item(self, job: Job) -> dict[str, Any]:
         return _attrs({"pk": f"JOB#{job.job_id}", **_document(job)})
 

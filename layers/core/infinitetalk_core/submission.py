@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_plus
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .billing import rule_book
 from .intake import (
@@ -52,24 +54,26 @@ def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
         logger.warning("ignoring an unknown submit message", extra={"body": json.dumps(body)[:500]})
 
 
-def process_submit_message(body: dict[str, Any], pipeline: Pipeline) -> None:
+def process_submit_message(
+    body: dict[str, Any], pipeline: Pipeline, time_left: Callable[[], float] | None = None
+) -> None:
     for item in drops_in(body):
         if isinstance(item, ResumeJob):
             job = pipeline.jobs.get(item.job_id)
             if job is not None:
-                advance(job, pipeline)
+                advance(job, pipeline, time_left)
         else:
-            start_drop(item, pipeline)
+            start_drop(item, pipeline, time_left)
 
 
-def start_drop(drop: Drop, pipeline: Pipeline) -> None:
+def start_drop(drop: Drop, pipeline: Pipeline, time_left: Callable[[], float] | None = None) -> None:
     candidate = assess(drop, pipeline)
     if candidate is None:
         return
     existing = pipeline.jobs.get(candidate.job_id)
     if existing is not None:
         logger.info("repeat event for an existing job", extra={"job_id": existing.job_id, "status": existing.status})
-        advance(existing, pipeline)
+        advance(existing, pipeline, time_left)
         return
     if candidate.problems or candidate.spec is None:
         reject(candidate, candidate.problems, FailureKind.INVALID_INPUT, pipeline)
@@ -106,7 +110,7 @@ def start_drop(drop: Drop, pipeline: Pipeline) -> None:
     except DuplicateJob:
         existing = pipeline.jobs.get(job.job_id)
         if existing is not None:
-            advance(existing, pipeline)
+            advance(existing, pipeline, time_left)
         return
     except BudgetExceeded:
         reject(
@@ -120,7 +124,7 @@ def start_drop(drop: Drop, pipeline: Pipeline) -> None:
     metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
     logger.info("job accepted", extra={"job_id": job.job_id, "estimate": usd_text(estimate.micros)})
     pipeline.clear_error(job.job_name)
-    submit(job, pipeline)
+    submit(job, pipeline, time_left)
 
 
 def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
@@ -182,10 +186,10 @@ def reject(
     pipeline.announce(job)
 
 
-def advance(job: Job, pipeline: Pipeline) -> None:
+def advance(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None = None) -> None:
     """Carry a job on from wherever an interrupted run left it; a no-op for every later status."""
     if job.status is JobStatus.RECEIVED:
-        submit(job, pipeline)
+        submit(job, pipeline, time_left)
     elif job.status is JobStatus.SUBMITTING:
         age = (pipeline.clock() - job.status_since).total_seconds()
         if age > pipeline.settings.submit_stall_seconds:
@@ -202,22 +206,34 @@ def mark_uncertain(job: Job, pipeline: Pipeline, reason: str) -> None:
 
 
 def input_urls(job: Job, pipeline: Pipeline) -> dict[Role, str]:
-    """URLs WaveSpeed can read: presigned GETs that outlive the queue, or its own media storage."""
+    """URLs WaveSpeed can read: presigned GETs that outlive the queue, or its own media storage.
+
+    Raises ``NoTaskCreated`` when the inputs cannot be handed over: nothing was sent yet.
+    """
     assert job.spec is not None
     settings = pipeline.settings
-    if settings.input_delivery == "presigned-url":
-        return {
-            role: pipeline.bucket.presign(key, settings.presign_expiry_seconds) for role, key in job.spec.inputs.items()
-        }
-    urls: dict[Role, str] = {}
-    for role, key in job.spec.inputs.items():
-        with pipeline.bucket.open_stream(key) as stream:
-            urls[role] = pipeline.wavespeed.upload_media(key.rsplit("/", 1)[-1], stream, "application/octet-stream")
+    try:
+        if settings.input_delivery == "presigned-url":
+            return {
+                role: pipeline.bucket.presign(key, settings.presign_expiry_seconds)
+                for role, key in job.spec.inputs.items()
+            }
+        urls: dict[Role, str] = {}
+        for role, key in job.spec.inputs.items():
+            with pipeline.bucket.open_stream(key) as stream:
+                filename = key.rsplit("/", 1)[-1]
+                urls[role] = pipeline.wavespeed.upload_media(filename, stream, "application/octet-stream")
+    except (BotoCoreError, ClientError) as exc:
+        raise NoTaskCreated(f"inputs could not be read from the bucket: {exc}") from exc
     return urls
 
 
-def submit(job: Job, pipeline: Pipeline) -> None:
-    """POST the task at most once per proof that nothing was created; never twice on a lost answer."""
+def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None = None) -> None:
+    """POST the task at most once per proof that nothing was created; never twice on a lost answer.
+
+    ``time_left`` (seconds) keeps a backoff from outliving the function: a job whose next try would
+    not fit goes back to ``received`` and its message comes again, since nothing was created.
+    """
     spec = job.spec
     assert spec is not None
     try:
@@ -234,11 +250,12 @@ def submit(job: Job, pipeline: Pipeline) -> None:
             prediction = pipeline.wavespeed.submit(spec.model, body, pipeline.webhook_url_for(job.job_id))
             break
         except NoTaskCreated as exc:
-            if attempt == len(delays):
+            wait = max(delays[attempt], min(exc.retry_after or 0.0, 20.0)) if attempt < len(delays) else 0.0
+            out_of_time = time_left is not None and time_left() < wait + settings.http_timeout_seconds + 5
+            if attempt == len(delays) or out_of_time:
                 pipeline.jobs.transition(job, JobStatus.RECEIVED, [JobStatus.SUBMITTING], error=str(exc))
                 metrics.add_metric(name="SubmitDeferred", unit="Count", value=1)
                 raise RetryLater(f"{job.job_id}: {exc}") from exc
-            wait = max(delays[attempt], min(exc.retry_after or 0.0, 20.0))
             logger.info("no task created; retrying", extra={"job_id": job.job_id, "reason": str(exc), "wait": wait})
             pipeline.sleep(wait)
         except SubmitRefused as exc:
@@ -247,13 +264,18 @@ def submit(job: Job, pipeline: Pipeline) -> None:
         except SubmitOutcomeUnknown as exc:
             mark_uncertain(job, pipeline, str(exc))
             return
+    record_task(job, prediction.id, pipeline)
+
+
+def record_task(job: Job, task_id: str, pipeline: Pipeline) -> None:
+    """Remember the task WaveSpeed created, even if the job was meanwhile marked uncertain."""
     try:
         job = pipeline.jobs.transition(
-            job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING], task_id=prediction.id, error=None
+            job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING, JobStatus.UNCERTAIN], task_id=task_id, error=None
         )
     except StaleTransition:
-        logger.info("webhook arrived before the submit answer was recorded", extra={"job_id": job.job_id})
+        logger.info("the task's webhook was recorded first", extra={"job_id": job.job_id, "task_id": task_id})
         return
     metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
-    logger.info("job submitted", extra={"job_id": job.job_id, "task_id": prediction.id})
+    logger.info("job submitted", extra={"job_id": job.job_id, "task_id": task_id})
     pipeline.announce(job)

@@ -57,7 +57,11 @@ class SubmitOutcomeUnknown(WaveSpeedError):
 
 
 class TemporarilyUnavailable(WaveSpeedError):
-    """A read failed in a way worth retrying later (429, 5xx, network)."""
+    """A read failed in a way worth retrying later (429, 5xx, network, an unreadable answer)."""
+
+
+class TaskUnavailable(WaveSpeedError):
+    """WaveSpeed refuses to give the task's result or output (4xx): asking again will not help."""
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -100,9 +104,11 @@ class WaveSpeedClient:
         """POST a task once. Never retried here: the caller decides from the exception type."""
         params = {"webhook": webhook_url} if webhook_url else None
         try:
-            response = self._http.post(
-                f"{self._base_url}/{model.value}", json=body, params=params, headers=self._headers()
-            )
+            headers = self._headers()
+        except Exception as exc:
+            raise NoTaskCreated(f"could not read the WaveSpeed API key: {exc}") from exc
+        try:
+            response = self._http.post(f"{self._base_url}/{model.value}", json=body, params=params, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise NoTaskCreated(f"could not connect to WaveSpeed: {exc}") from exc
         except httpx.TransportError as exc:
@@ -127,16 +133,23 @@ class WaveSpeedClient:
         if response.status_code == 429 or response.status_code >= 500:
             raise TemporarilyUnavailable(f"result request answered {response.status_code}: {_message(response)}")
         if response.status_code >= 400:
-            raise WaveSpeedError(f"result request refused ({response.status_code}): {_message(response)}")
-        return Prediction.model_validate(_data(response))
+            raise TaskUnavailable(f"result request refused ({response.status_code}): {_message(response)}")
+        try:
+            return Prediction.model_validate(_data(response))
+        except (ValueError, WaveSpeedError) as exc:
+            # A maintenance page or a changed shape: the task is fine, this answer is not.
+            raise TemporarilyUnavailable(f"unreadable result answer: {exc}") from exc
 
     def upload_media(self, filename: str, content: IO[bytes], content_type: str) -> str:
         """Hand a file to WaveSpeed's own storage; returns the URL to pass to a model."""
-        response = self._http.post(
-            f"{self._base_url}/media/upload/binary",
-            files={"file": (filename, content, content_type)},
-            headers=self._headers(),
-        )
+        try:
+            response = self._http.post(
+                f"{self._base_url}/media/upload/binary",
+                files={"file": (filename, content, content_type)},
+                headers=self._headers(),
+            )
+        except httpx.TransportError as exc:
+            raise NoTaskCreated(f"media upload failed: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:
             raise NoTaskCreated(f"media upload answered {response.status_code}", _retry_after(response))
         if response.status_code >= 400:
@@ -152,6 +165,8 @@ class WaveSpeedClient:
     def stream_output(self, url: str) -> Iterator[httpx.Response]:
         """Open an output for streaming; the caller reads it in chunks."""
         with self._http.stream("GET", url) as response:
+            if 400 <= response.status_code < 500 and response.status_code != 429:
+                raise TaskUnavailable(f"output {url.split('?', 1)[0]} answered {response.status_code}")
             response.raise_for_status()
             yield response
 

@@ -64,6 +64,7 @@ def verify_webhook(
     # A header may carry several space-separated signatures during a secret rotation.
     for candidate in signature_header.split():
         version, _, value = candidate.partition(",")
-        if version == SIGNATURE_VERSION and hmac.compare_digest(value.strip().lower(), expected):
+        candidate_digest = value.strip().lower().encode("utf-8", errors="replace")
+        if version == SIGNATURE_VERSION and hmac.compare_digest(candidate_digest, expected.encode()):
             return webhook_id
     raise WebhookRejected("webhook-signature does not match")
