@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -102,6 +103,28 @@ def test_a_folder_completed_after_its_missing_file_error_starts_and_clears_the_e
     delivered = stack.wait_for("late-audio", statuses={"delivered"}, timeout=60)
     assert delivered.job_id != rejected.job_id
     assert stack.output_keys("late-audio") == ["outputs/late-audio/result.json", "outputs/late-audio/video.mp4"]
+
+
+def test_a_recording_still_uploading_past_the_settle_time_holds_the_folder_back(stack: LocalStack) -> None:
+    """A large file on a slow link: its multipart upload outlasts the settle time, and no error is written."""
+    audio = voice_wav(2.0)
+    upload = stack.s3.create_multipart_upload(Bucket=stack.bucket, Key="inbox/slow-link/audio.wav")
+    stack.drop_folder("slow-link", {"image.png": portrait_png()})
+    time.sleep(4)  # well past the settle time of this stack
+    assert stack.newest_job("slow-link") is None
+    assert stack.output_keys("slow-link") == []
+    part = stack.s3.upload_part(
+        Bucket=stack.bucket, Key="inbox/slow-link/audio.wav", UploadId=upload["UploadId"], PartNumber=1, Body=audio
+    )
+    stack.s3.complete_multipart_upload(
+        Bucket=stack.bucket,
+        Key="inbox/slow-link/audio.wav",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )
+    job = stack.wait_for("slow-link", timeout=60)
+    assert job.status is JobStatus.DELIVERED
+    assert len(stack.jobs.by_name("slow-link")) == 1
 
 
 def test_fifty_jobs_dropped_at_once_are_all_delivered_and_the_ledger_adds_up(stack: LocalStack) -> None:

@@ -67,6 +67,15 @@ def test_a_folder_being_uploaded_again_waits_for_its_new_job_json() -> None:
     assert isinstance(assess(left_alone, b"{}"), Candidate)
 
 
+def test_a_folder_with_an_upload_still_running_waits_instead_of_failing() -> None:
+    objects = [obj("image.png", age=120)]
+    verdict = assess_folder(FOLDER, objects, None, NOW, 30, uploading=["inbox/talk/audio.wav"])
+    assert verdict == Waiting(seconds=30)
+    assert isinstance(assess_folder(FOLDER, objects, None, NOW, 30, uploading=["inbox/talk/.part"]), Candidate)
+    abandoned = [obj("image.png", age=3_601)]
+    assert isinstance(assess_folder(FOLDER, abandoned, None, NOW, 30, uploading=["inbox/talk/audio.wav"]), Candidate)
+
+
 def test_a_settled_incomplete_folder_names_what_is_missing() -> None:
     verdict = assess([obj("image.png", age=100)])
     assert isinstance(verdict, Candidate) and verdict.spec is None

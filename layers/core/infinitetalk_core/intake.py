@@ -37,6 +37,8 @@ from .models import (
 from .storage import INBOX_PREFIX, MediaBucket, StoredObject
 
 OPTIONS_FILE = "job.json"
+# An unfinished upload holds its folder back until the folder has been quiet this long.
+ABANDONED_UPLOAD_SECONDS = 3_600
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -173,14 +175,26 @@ def missing_text(roles: Iterable[Role]) -> str:
 
 
 def assess_folder(
-    drop: Drop, objects: list[StoredObject], options_raw: bytes | None, now: datetime, settle_seconds: int
+    drop: Drop,
+    objects: list[StoredObject],
+    options_raw: bytes | None,
+    now: datetime,
+    settle_seconds: int,
+    uploading: Sequence[str] = (),
 ) -> Waiting | Candidate | None:
-    """Decide whether a folder is ready, still arriving, or wrong; ``None`` for an empty folder."""
+    """Decide whether a folder is ready, still arriving, or wrong; ``None`` for an empty folder.
+
+    ``uploading`` names keys whose (multipart) upload has begun but not finished: a large
+    recording can take longer than the settle time, and the folder is not complete without it.
+    """
     visible = [o for o in objects if not o.filename.startswith(".")]
     if not visible:
         return None
     newest = max(o.last_modified for o in visible)
     age = (now - newest).total_seconds()
+    still_uploading = any(not key.rsplit("/", 1)[-1].startswith(".") for key in uploading)
+    if still_uploading and age < ABANDONED_UPLOAD_SECONDS:
+        return Waiting(seconds=max(1, settle_seconds))
     settled = age >= settle_seconds
     options_object = next((o for o in visible if o.filename == OPTIONS_FILE), None)
     # job.json starts a folder only when it came last: a file newer than it means the folder

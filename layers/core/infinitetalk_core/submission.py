@@ -142,7 +142,10 @@ def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
     objects = pipeline.bucket.list(drop.key)
     options_key = drop.key + OPTIONS_FILE
     options_raw = pipeline.bucket.read_bytes(options_key) if any(o.key == options_key for o in objects) else None
-    verdict = assess_folder(drop, objects, options_raw, pipeline.clock(), pipeline.settings.folder_settle_seconds)
+    uploading = pipeline.bucket.uploads_in_progress(drop.key)
+    verdict = assess_folder(
+        drop, objects, options_raw, pipeline.clock(), pipeline.settings.folder_settle_seconds, uploading
+    )
     if isinstance(verdict, Waiting):
         pipeline.queues.send_submit(FolderCheck(name=drop.name, prefix=drop.key), delay_seconds=verdict.seconds)
         return None
