@@ -54,10 +54,10 @@ class MediaBucket:
                 found.append(StoredObject(item["Key"], item["Size"], item["ETag"].strip('"'), item["LastModified"]))
         return found
 
-    def uploads_in_progress(self, prefix: str) -> list[str]:
+    def uploads_in_progress(self, prefix: str) -> tuple[str, ...]:
         """Keys under ``prefix`` whose multipart upload has begun and not finished (nor been aborted)."""
         answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        return [upload["Key"] for upload in answer.get("Uploads", [])]
+        return tuple(upload["Key"] for upload in answer.get("Uploads", []))
 
     def head(self, key: str) -> StoredObject | None:
         try:
