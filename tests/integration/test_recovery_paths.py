@@ -106,3 +106,16 @@ def test_a_rate_limited_submit_that_would_outlive_the_function_goes_back_to_wait
     delivered = stack.wait_for("late", timeout=60)
     assert delivered.status is JobStatus.DELIVERED and delivered.submit_attempts == 2
     assert stack.standin.submit_count == submits_before + 1
+
+
+def test_a_message_that_always_fails_lands_in_the_dead_letter_queue_after_the_templates_count(
+    stack: LocalStack,
+) -> None:
+    redrive = stack.template.resources["FetchQueue"]["Properties"]["RedrivePolicy"]
+    stack.sqs.send_message(QueueUrl=stack.resource("FetchQueue"), MessageBody="not a fetch request")
+    wait_until(lambda: stack.dead_letters()["FetchDeadLetterQueue"] == 1, timeout=60)
+    (message,) = stack.sqs.receive_message(
+        QueueUrl=stack.resource("FetchDeadLetterQueue"), AttributeNames=["ApproximateReceiveCount"]
+    )["Messages"]
+    assert message["Body"] == "not a fetch request"
+    assert int(message["Attributes"]["ApproximateReceiveCount"]) >= int(redrive["maxReceiveCount"])

@@ -114,12 +114,15 @@ class SqsPoller:
         batch_size: int,
         retry_after_seconds: int,
         region: str,
+        partial_failures: bool = True,
     ) -> None:
         self.function = function
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn
         self.batch_size = min(10, batch_size)
+        # Without ReportBatchItemFailures, Lambda ignores the answer: only a raise fails the batch.
+        self.partial_failures = partial_failures
         self.retry_after_seconds = retry_after_seconds
         self.region = region
         self.thread = StoppableThread(f"poll-{function.name}", self._run)
@@ -147,7 +150,8 @@ class SqsPoller:
         event = {"Records": [self._record(m) for m in messages]}
         try:
             response = self.function.invoke(event)
-            failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
+            reported = (response or {}).get("batchItemFailures", []) if self.partial_failures else []
+            failed = {f["itemIdentifier"] for f in reported}
         except Exception:  # noqa: BLE001 - the whole batch failed; SQS delivers it again
             failed = {m["MessageId"] for m in messages}
         done = [m for m in messages if m["MessageId"] not in failed]

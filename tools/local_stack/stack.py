@@ -263,6 +263,7 @@ class LocalStack:
                         spec.sqs_trigger.batch_size,
                         self.options.retry_after_seconds,
                         REGION,
+                        partial_failures="ReportBatchItemFailures" in spec.sqs_trigger.response_types,
                     )
                 )
             for route in spec.http_routes:
