@@ -18,7 +18,7 @@ demo: $(STAMP)  ## drop a one- and a two-speaker job into the embedded local sta
 	$(BIN)/python -m local_stack demo
 
 up: $(STAMP)  ## run the local stack until Ctrl-C
-	$(BIN)/python -m local_stack up
+	$(BIN)/python -m local_stack up $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -205,3 +205,13 @@ def test_slow_outputs_are_throttled(standin: WaveSpeedStandin, api: httpx.Client
     elapsed = time.monotonic() - started
     assert len(slow.content) == size
     assert 0.8 < elapsed < 5
+
+
+def test_knobs_set_from_command_line_text_take_their_declared_types() -> None:
+    faults = Faults()
+    faults.assign(["drop_webhook_rate=0.5", "fail_next=2", "fail_error=GPU on fire", "output_bytes_per_second=none"])
+    assert (faults.drop_webhook_rate, faults.fail_next, faults.fail_error) == (0.5, 2, "GPU on fire")
+    assert faults.output_bytes_per_second is None
+    for wrong in ("drop_webhook=1", "fail_next=two", "fail_next"):
+        with pytest.raises(ValueError, match=r"fault setting|int"):
+            faults.assign([wrong])

@@ -153,9 +153,12 @@ def demo(verbose: bool = False, timeout: float = 300.0) -> int:
     return 0 if all(job.status.value == "delivered" for job in jobs.values()) else 1
 
 
-def up(moto_port: int, api_port: int, standin_port: int) -> int:
+def up(moto_port: int, api_port: int, standin_port: int, faults: list[str]) -> int:
     options = StackOptions(moto_port=moto_port, api_port=api_port, standin_port=standin_port)
     with LocalStack(options) as stack:
+        if faults:
+            stack.standin.faults.assign(faults)
+            console.print(f"WaveSpeed stand-in faults: {', '.join(faults)}")
         path = stack.write_connection_file()
         console.print(
             f"""

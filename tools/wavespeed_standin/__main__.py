@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-processing-seconds", type=float, default=0.2)
     parser.add_argument("--frame-rate", type=int, default=5)
     parser.add_argument("--video-height", type=int, default=240)
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="a fault knob, repeatable")
     args = parser.parse_args(argv)
     standin = WaveSpeedStandin(
         api_key=args.api_key,
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log=_log,
     )
+    try:
+        standin.faults.assign(args.fault)
+    except ValueError as exc:
+        parser.error(str(exc))
     with standin:
         try:
             threading.Event().wait()

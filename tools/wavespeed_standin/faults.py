@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, get_type_hints
+
+from pydantic import TypeAdapter
 
 FaultName = Literal[
     "submit_429",
@@ -80,6 +83,19 @@ class Faults:
             self._rng = random.Random(self.seed)
             self._rng_seed = self.seed
         return self._rng.random()
+
+    def assign(self, assignments: Iterable[str]) -> None:
+        """Set knobs from ``name=value`` text, as given on a command line; unknown names are errors."""
+        hints = get_type_hints(Faults)
+        knobs = {item.name for item in fields(self) if item.init}
+        for assignment in assignments:
+            name, separator, text = assignment.partition("=")
+            name = name.strip()
+            if not separator or name not in knobs:
+                raise ValueError(f"not a fault setting: {assignment!r}; use one of {', '.join(sorted(knobs))}")
+            value = TypeAdapter(hints[name]).validate_python(None if text.lower() == "none" else text.strip())
+            with self._lock:
+                setattr(self, name, value)
 
     def reset(self) -> None:
         """Back to no faults, in place, so references a test holds stay valid."""
