@@ -137,7 +137,7 @@ def report(stack: LocalStack, jobs: dict[str, Job]) -> None:
 
 def demo(verbose: bool = False, timeout: float = 300.0) -> int:
     options = StackOptions(
-        standin={"seconds_per_output_second": 0.3},
+        standin={"seconds_per_output_second": 0.3, "video_height": None},
         log_level="INFO" if verbose else "WARNING",
         log=print_log if verbose else (lambda source, line: None),
     )
@@ -154,7 +154,9 @@ def demo(verbose: bool = False, timeout: float = 300.0) -> int:
 
 
 def up(moto_port: int, api_port: int, standin_port: int, faults: list[str]) -> int:
-    options = StackOptions(moto_port=moto_port, api_port=api_port, standin_port=standin_port)
+    options = StackOptions(
+        moto_port=moto_port, api_port=api_port, standin_port=standin_port, standin={"video_height": None}
+    )
     with LocalStack(options) as stack:
         if faults:
             stack.standin.faults.assign(faults)

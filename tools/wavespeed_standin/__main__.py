@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds-per-output-second", type=float, default=0.0)
     parser.add_argument("--min-processing-seconds", type=float, default=0.2)
     parser.add_argument("--frame-rate", type=int, default=5)
-    parser.add_argument("--video-height", type=int, default=240)
+    parser.add_argument("--video-height", type=int, default=240, help="0: the resolution each job asks for")
     parser.add_argument("--fault", action="append", default=[], metavar="NAME=VALUE", help="a fault knob, repeatable")
     args = parser.parse_args(argv)
     standin = WaveSpeedStandin(
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds_per_output_second=args.seconds_per_output_second,
         min_processing_seconds=args.min_processing_seconds,
         frame_rate=args.frame_rate,
-        video_height=args.video_height,
+        video_height=args.video_height or None,
         host=args.host,
         port=args.port,
         log=_log,

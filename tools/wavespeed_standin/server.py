@@ -55,7 +55,7 @@ class WaveSpeedStandin:
         seconds_per_output_second: float = 0.0,
         min_processing_seconds: float = 0.2,
         frame_rate: int = 5,
-        video_height: int = 240,
+        video_height: int | None = 240,
         host: str = "127.0.0.1",
         port: int = 0,
         log: Callable[[str], None] | None = None,

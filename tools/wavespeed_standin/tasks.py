@@ -255,7 +255,7 @@ class RunnerSettings:
     seconds_per_output_second: float
     min_processing_seconds: float
     frame_rate: int
-    video_height: int
+    video_height: int | None  # None: the height the job asked for (480p or 720p), as the real model renders
 
 
 @dataclass
@@ -357,7 +357,7 @@ class TaskRunner:
             layout=layout,
             seconds=seconds,
             frame_rate=self._settings.frame_rate,
-            height=self._settings.video_height,
+            height=self._settings.video_height or int(str(task.input.get("resolution", "480p")).removesuffix("p")),
         )
         outcome.video = render(plan, folder / "video.mp4")
 

@@ -63,6 +63,13 @@ def record_prediction(prediction: Prediction, job_id: str | None, pipeline: Pipe
             extra={"job_id": job.job_id, "task_id": prediction.id},
         )
         return WebhookOutcome.UNKNOWN_JOB
+    if prediction.model and job.spec and prediction.model != job.spec.model.value:
+        # The ?job= query is not signed: a task of another model cannot be this job's.
+        logger.error(
+            "webhook for a task of another model than the job's",
+            extra={"job_id": job.job_id, "task_id": prediction.id, "model": prediction.model},
+        )
+        return WebhookOutcome.UNKNOWN_JOB
     try:
         pipeline.jobs.transition(
             job,
