@@ -110,7 +110,7 @@ def test_a_recording_still_uploading_past_the_settle_time_holds_the_folder_back(
     audio = voice_wav(2.0)
     upload = stack.s3.create_multipart_upload(Bucket=stack.bucket, Key="inbox/slow-link/audio.wav")
     stack.drop_folder("slow-link", {"image.png": portrait_png()})
-    time.sleep(4)  # well past the settle time of this stack
+    time.sleep(5)  # well past the settle time of this stack (3 s)
     assert stack.newest_job("slow-link") is None
     assert stack.output_keys("slow-link") == []
     part = stack.s3.upload_part(

@@ -18,7 +18,7 @@ def start_stack(
     """Environment overrides use the functions' variable names; parameters the template's names."""
     options = StackOptions(
         environment=dict(environment or {}),
-        parameters={"FolderSettleSeconds": "1", **(parameters or {})},
+        parameters={"FolderSettleSeconds": "3", **(parameters or {})},
         reconcile_every_seconds=1.0,
         standin=standin,
     )
