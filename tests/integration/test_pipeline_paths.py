@@ -7,8 +7,7 @@ on the stand-in make the rare paths happen on demand.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -41,15 +40,6 @@ def drop_folder(s3: S3Client, bucket: str, name: str, seconds: float, options: d
 def ledger_entries(stack: LocalStack, job: Job) -> list[object]:
     _, entries = stack.jobs.month(job.month)
     return [e for e in entries if e.job_id == job.job_id]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_an_answer_lost_after_the_task_was_created_still_delivers_once(stack: LocalStack) -> None:

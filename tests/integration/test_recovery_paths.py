@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -13,7 +13,7 @@ from infinitetalk_core.pipeline import get_pipeline
 from infinitetalk_core.submission import RetryLater, submit
 from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
-from tests.integration.conftest import start_stack
+from tests.integration.conftest import start_stack, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,15 +22,6 @@ pytestmark = pytest.mark.integration
 def stack() -> Iterator[LocalStack]:
     with start_stack({"WEBHOOK_OVERDUE_SECONDS": "2"}) as running:
         yield running
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_finished_task_whose_result_expired_is_settled_once_with_its_estimate(stack: LocalStack) -> None:
