@@ -62,8 +62,6 @@ class LocalFunction:
         self.name = spec.short_name
         self._log = log
         self._lock = threading.Lock()
-        self.invocations = 0
-        self.errors = 0
         module_name, _, attribute = spec.handler.rpartition(".")
         self._handler: Handler = getattr(self._load(module_name), attribute)
 
@@ -80,11 +78,9 @@ class LocalFunction:
         """Raises what the handler raises, as Lambda reports a function error."""
         with self._lock:
             threading.current_thread().name = self.name
-            self.invocations += 1
             try:
                 return self._handler(event, LambdaContext(function_name=self.name, timeout_seconds=self.spec.timeout))
             except Exception:
-                self.errors += 1
                 self._log(self.name, "function error:\n" + traceback.format_exc().rstrip())
                 raise
 
@@ -273,7 +269,6 @@ class HttpApi:
     def __init__(self, routes: dict[tuple[str, str], LocalFunction], port: int = 0) -> None:
         self.routes = routes
         self.options = HttpApiOptions()
-        self.requests: list[tuple[str, int]] = []
         api = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -331,7 +326,6 @@ class HttpApi:
         status = int(response.get("statusCode", 200))
         payload = response.get("body") or ""
         data = base64.b64decode(payload) if response.get("isBase64Encoded") else str(payload).encode()
-        self.requests.append((path, status))
         self._reply(request, status, dict(response.get("headers") or {}), data)
 
     @staticmethod

@@ -8,8 +8,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -375,9 +374,3 @@ class LocalStack:
                 )["Attributes"]
                 counts[logical_id] = int(attributes["ApproximateNumberOfMessages"])
         return counts
-
-
-@contextmanager
-def running_stack(options: StackOptions | None = None) -> Iterator[LocalStack]:
-    with LocalStack(options) as stack:
-        yield stack
