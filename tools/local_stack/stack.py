@@ -29,7 +29,6 @@ from .runtime import HttpApi, LocalFunction, ScheduleTimer, SqsPoller, readable_
 from .template import AwsClients, Provisioner, Template, schedule_seconds
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
@@ -285,10 +284,6 @@ class LocalStack:
     @property
     def sqs(self) -> SQSClient:
         return self.aws.sqs
-
-    @property
-    def dynamodb(self) -> DynamoDBClient:
-        return self.aws.dynamodb
 
     def resource(self, logical_id: str) -> str:
         return self.template.physical[logical_id].ref

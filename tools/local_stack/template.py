@@ -204,12 +204,6 @@ class Template:
         resolved = self.resolve(spec.environment)
         return {k: str(v) for k, v in resolved.items()}
 
-    def queue_logical_id(self, queue_url: str) -> str:
-        for logical_id, physical in self.physical.items():
-            if physical.ref == queue_url:
-                return logical_id
-        raise KeyError(queue_url)
-
 
 def schedule_seconds(expression: str) -> float:
     """``rate(5 minutes)`` as seconds; cron expressions are not run locally."""
