@@ -26,7 +26,7 @@ from PIL import Image
 
 from wavespeed_standin import WaveSpeedStandin
 
-API_KEY = "test-api-key"
+API_KEY = "test-standin-api-key"
 SECRET = "whsec_test-secret-for-standin"
 
 

@@ -143,7 +143,7 @@ def test_it_listens_on_loopback_only_and_stops_cleanly(files: FileServer) -> Non
     with WaveSpeedStandin(log=lines.append) as local:
         url = local.base_url
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v3")
-        headers = {"Authorization": "Bearer local-api-key"}
+        headers = {"Authorization": "Bearer local-standin-api-key"}
         assert httpx.get(f"{url}/webhook/secret", headers=headers, trust_env=False).json()["data"] == {
             "secret": "whsec_local-standin-secret"
         }

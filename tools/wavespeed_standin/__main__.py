@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wavespeed_standin", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
     parser.add_argument("--port", type=int, default=8787)
-    parser.add_argument("--api-key", default="local-api-key")
+    parser.add_argument("--api-key", default="local-standin-api-key")
     parser.add_argument("--webhook-secret", default="whsec_local-standin-secret")
     parser.add_argument("--seconds-per-output-second", type=float, default=0.0)
     parser.add_argument("--min-processing-seconds", type=float, default=0.2)

@@ -50,7 +50,7 @@ class WaveSpeedStandin:
 
     def __init__(
         self,
-        api_key: str = "local-api-key",
+        api_key: str = "local-standin-api-key",
         webhook_secret: str = "whsec_local-standin-secret",  # noqa: S107 - a published local default
         seconds_per_output_second: float = 0.0,
         min_processing_seconds: float = 0.2,

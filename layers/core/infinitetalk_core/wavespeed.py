@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,6 +15,12 @@ from .models import ModelName
 
 PredictionStatus = Literal["created", "processing", "completed", "failed"]
 FINAL_STATUSES = frozenset({"completed", "failed"})
+# WaveSpeed's task ids are 32 lowercase hex characters; anything else never reaches a URL.
+TASK_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def is_task_id(value: str) -> bool:
+    return TASK_ID_PATTERN.fullmatch(value) is not None
 
 
 class Prediction(BaseModel):
