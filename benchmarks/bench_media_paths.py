@@ -31,6 +31,7 @@ import httpx
 
 from infinitetalk_core.delivery import store_outputs
 from infinitetalk_core.media import playing_seconds
+from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
 from infinitetalk_core.pipeline import Pipeline
 from infinitetalk_core.storage import MediaBucket
 from infinitetalk_core.wavespeed import Prediction, WaveSpeedClient
@@ -108,13 +109,14 @@ def measured(action: Callable[[], object]) -> tuple[float, float]:
 def bench_delivery(s3: Any, videos: str, sizes: list[int]) -> None:
     http = httpx.Client(timeout=60)
     bucket = MediaBucket(s3, BUCKET)
-    pipeline = cast(
-        Pipeline, SimpleNamespace(bucket=bucket, wavespeed=WaveSpeedClient("http://unused", lambda: "", http))
-    )
+    # The fetch function's own download path, allowed to reach exactly this loopback video server.
+    outputs = OutputDownloader.build(OutputPolicy.parse(videos, max_bytes=max(sizes) * MIB), httpx.Timeout(60))
+    wavespeed = WaveSpeedClient("http://unused", lambda: "", http, outputs=outputs)
+    pipeline = cast(Pipeline, SimpleNamespace(bucket=bucket, wavespeed=wavespeed))
     print("\nDelivering an output video into S3 (peak Python memory, MiB)")
     print(f"{'size':>8} {'streamed s':>11} {'streamed MiB':>13} {'whole s':>9} {'whole MiB':>10} {'memory ratio':>13}")
     for size in sizes:
-        prediction = Prediction(id="bench", status="completed", outputs=[f"{videos}/{size}"])
+        prediction = Prediction(id=f"{size:032x}", status="completed", outputs=[f"{videos}/{size}"])
         folder = f"outputs/bench-{size}/"
         streamed_s, streamed_mib = measured(lambda: store_outputs(folder, prediction, pipeline))  # noqa: B023
 

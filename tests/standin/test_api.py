@@ -105,10 +105,10 @@ def test_uploaded_media_comes_back_byte_for_byte_and_can_feed_a_job(
     standin: WaveSpeedStandin, api: httpx.Client
 ) -> None:
     tricky = b"--boundary\r\n\r\n" + os.urandom(4096) + b"\r\n--\r\n"
-    answer = api.post("/media/upload/binary", files={"file": ("../odd name.bin", tricky, "application/octet-stream")})
+    answer = api.post("/media/upload/binary", files={"file": ("../odd name.png", tricky, "application/octet-stream")})
     assert answer.status_code == 200
     data = answer.json()["data"]
-    assert data["size"] == len(tricky)
+    assert (data["size"], data["type"]) == (len(tricky), "image")
     assert "/" not in data["filename"] and " " not in data["filename"]
     assert data["download_url"].startswith(f"{standin.root_url}/media/")
     fetched = httpx.get(data["download_url"], trust_env=False)

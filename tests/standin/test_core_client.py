@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from infinitetalk_core.models import ModelName
+from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
 from infinitetalk_core.wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, WaveSpeedClient
 from infinitetalk_core.webhooks import WebhookRejected, verify_webhook
 from tests.standin.conftest import API_KEY, FileServer, Receiver, portrait_png, tone_wav
@@ -20,8 +21,9 @@ from wavespeed_standin import WaveSpeedStandin
 
 @pytest.fixture
 def client(standin: WaveSpeedStandin) -> Iterator[WaveSpeedClient]:
+    outputs = OutputDownloader.build(OutputPolicy.parse(standin.root_url), httpx.Timeout(30))
     with httpx.Client(timeout=30, trust_env=False) as http:
-        yield WaveSpeedClient(standin.base_url, lambda: API_KEY, http)
+        yield WaveSpeedClient(standin.base_url, lambda: API_KEY, http, outputs=outputs)
 
 
 def test_submit_result_webhook_and_output_through_the_core_client(

@@ -28,7 +28,7 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_LOCAL_STACK_FILE = Path(".local-stack/stack.json")
 STACK_OUTPUTS = {"bucket": "BucketName", "jobs_table": "JobsTableName", "ledger_table": "LedgerTableName"}
 DIRECT_OPTIONS = {"bucket": "--bucket", "jobs_table": "--jobs-table", "ledger_table": "--ledger-table"}
-_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
+CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
 
 
 class NotConfigured(Exception):
@@ -65,10 +65,18 @@ class Connection:
 StackReader = Callable[[str, str, str | None], dict[str, str]]
 
 
-def stack_outputs(stack: str, region: str, endpoint_url: str | None) -> dict[str, str]:
-    """A deployed stack's outputs by key, read with one DescribeStacks call."""
+@dataclass(frozen=True)
+class StackDescription:
+    """A deployed stack's outputs and parameter values, by key."""
+
+    outputs: dict[str, str]
+    parameters: dict[str, str]
+
+
+def describe_stack(stack: str, region: str, endpoint_url: str | None) -> StackDescription:
+    """Outputs and parameters of a deployed stack, read with one DescribeStacks call."""
     cloudformation: Any = boto3.session.Session(region_name=region).client(
-        "cloudformation", endpoint_url=endpoint_url, config=_CONFIG
+        "cloudformation", endpoint_url=endpoint_url, config=CLIENT_CONFIG
     )
     try:
         stacks = cloudformation.describe_stacks(StackName=stack)["Stacks"]
@@ -79,7 +87,15 @@ def stack_outputs(stack: str, region: str, endpoint_url: str | None) -> dict[str
         ) from exc
     except BotoCoreError as exc:
         raise NotConfigured(f"stack {stack!r} could not be read in {region}: {exc}") from exc
-    return {str(o["OutputKey"]): str(o["OutputValue"]) for o in stacks[0].get("Outputs", [])}
+    return StackDescription(
+        outputs={str(o["OutputKey"]): str(o["OutputValue"]) for o in stacks[0].get("Outputs", [])},
+        parameters={str(p["ParameterKey"]): str(p.get("ParameterValue", "")) for p in stacks[0].get("Parameters", [])},
+    )
+
+
+def stack_outputs(stack: str, region: str, endpoint_url: str | None) -> dict[str, str]:
+    """A deployed stack's outputs by key."""
+    return describe_stack(stack, region, endpoint_url).outputs
 
 
 def resolve(options: ConnectionOptions, read_stack: StackReader = stack_outputs) -> Connection:
@@ -142,8 +158,12 @@ class Clients:
             aws_secret_access_key=connection.secret_access_key,
         )
         s3_config = Config(signature_version="s3v4", s3={"addressing_style": "path"} if connection.endpoint_url else {})
-        self.s3: S3Client = session.client("s3", endpoint_url=connection.endpoint_url, config=_CONFIG.merge(s3_config))
-        self.dynamodb: DynamoDBClient = session.client("dynamodb", endpoint_url=connection.endpoint_url, config=_CONFIG)
+        self.s3: S3Client = session.client(
+            "s3", endpoint_url=connection.endpoint_url, config=CLIENT_CONFIG.merge(s3_config)
+        )
+        self.dynamodb: DynamoDBClient = session.client(
+            "dynamodb", endpoint_url=connection.endpoint_url, config=CLIENT_CONFIG
+        )
 
     @cached_property
     def bucket(self) -> MediaBucket:

@@ -1,12 +1,14 @@
 """The ``infinitetalk`` command: thin typer commands over ``connection``, ``drop``, ``waiting`` and ``render``.
 
-Exit codes: 0 done, 1 the job failed or AWS said no, 2 bad usage or nothing to talk to, 3 timed out.
+Exit codes: 0 done, 1 the job failed or AWS said no, 2 bad usage, nothing to talk to or (``wait``) nothing
+dropped under that name, 3 timed out. ``status`` of a name with no job yet is an answer (0), not a failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,16 +21,31 @@ from rich.text import Text
 
 from infinitetalk_core.intake import name_problem
 from infinitetalk_core.models import JobStatus, Role, utc_now
+from infinitetalk_core.submission import is_waiting_for_api_key
 
 from .connection import DEFAULT_REGION, Clients, ConnectionOptions, NotConfigured, resolve
 from .drop import DropRefused, leftover_problems, plan_drop
-from .render import change_line, delivery_line, entries_table, jobs_table, totals_table
+from .render import (
+    MONTH_PATTERN,
+    WIDE_COLUMNS,
+    api_key_wait_note,
+    change_line,
+    delivery_line,
+    entries_table,
+    jobs_table,
+    no_job_line,
+    totals_table,
+)
+from .stack_setup import SetupRefused, read_api_key, resolve_targets, secrets_client, set_up, wavespeed_http
 from .transfer import download_all, upload_all
 from .waiting import delivered_objects, failure_of, newest_upload, wait_for
 
 EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT = 1, 2, 3
 PIPE_WIDTH = 200
-MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+NEVER_DROPPED = (
+    "nothing was dropped as {name!r}: no inbox/{name}/ folder, no inbox/{name}.json manifest and no job of "
+    "that name; check the name (`infinitetalk status` lists recent jobs) or drop it first"
+)
 
 app = typer.Typer(
     name="infinitetalk",
@@ -197,13 +214,18 @@ def status(
     clients = session.clients()
     with talking_to_aws(session):
         jobs = clients.jobs.by_name(name)[:limit] if name else clients.jobs.recent(limit)
+        # No job is an answer, not a failure: exit 1 is kept for jobs that failed.
+        if not jobs and name:
+            out().print(no_job_line(name, newest_upload(clients.bucket, name)), markup=False)
+            return
     if not jobs:
-        if name:
-            fail(f"no job named {name!r} yet; a drop becomes a job once job.json (or its manifest) is in", EXIT_FAILED)
         out().print("no jobs yet")
         return
     title = f"Jobs named {name}" if name else f"Recent jobs (newest {limit})"
-    out().print(jobs_table(jobs, utc_now(), title))
+    console = out()
+    console.print(jobs_table(jobs, utc_now(), title, narrow=console.width < WIDE_COLUMNS))
+    if waiting := sum(1 for job in jobs if is_waiting_for_api_key(job)):
+        err().print(api_key_wait_note(waiting, session.options.stack), markup=False)
 
 
 @app.command()
@@ -222,6 +244,8 @@ def wait(
     console, progress_console = out(), err()
     with talking_to_aws(session):
         not_before = newest_upload(clients.bucket, name)
+        if not_before is None and not clients.jobs.by_name(name):
+            fail(NEVER_DROPPED.format(name=name), EXIT_USAGE)
         result = wait_for(
             clients.jobs,
             name,
@@ -268,4 +292,62 @@ def ledger(
         console.print(f"nothing in the ledger for {month}")
         return
     console.print(totals_table(totals, month))
-    console.print(entries_table(entries, month))
+    console.print(entries_table(entries, month, narrow=console.width < WIDE_COLUMNS))
+
+
+@app.command()
+def setup(
+    ctx: typer.Context,
+    stack: Annotated[str | None, typer.Option(help="Deployed stack whose two secrets to set.")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="AWS endpoint, e.g. a local stack's URL.")] = None,
+    region: Annotated[str | None, typer.Option(help=f"AWS region (default: {DEFAULT_REGION}).")] = None,
+    api_key_file: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="File holding the WaveSpeed API key (- for stdin); else WAVESPEED_API_KEY, else a hidden prompt.",
+        ),
+    ] = None,
+    api_key_secret_id: Annotated[
+        str | None, typer.Option(help="Secret for the API key (default: the stack's ApiKeySecretArn).")
+    ] = None,
+    webhook_secret_id: Annotated[
+        str | None, typer.Option(help="Secret for the webhook secret (default: the stack's WebhookSecretArn).")
+    ] = None,
+    wavespeed_url: Annotated[
+        str | None, typer.Option(help="WaveSpeed API base URL (default: the stack's WaveSpeedBaseUrl).")
+    ] = None,
+) -> None:
+    """Store the WaveSpeed API key, and the webhook secret WaveSpeed gives for it, in the stack's secrets."""
+    session: Session = ctx.obj
+    options = dataclasses.replace(
+        session.options,
+        stack=stack or session.options.stack,
+        endpoint_url=endpoint_url or session.options.endpoint_url,
+        region=region or session.options.region,
+    )
+    try:
+        targets = resolve_targets(options, api_key_secret_id, webhook_secret_id, wavespeed_url)
+    except NotConfigured as exc:
+        fail(str(exc), EXIT_USAGE)
+    prompt = (lambda: str(typer.prompt("WaveSpeed API key", hide_input=True))) if sys.stdin.isatty() else None
+    try:
+        key = read_api_key(api_key_file, os.environ, prompt)
+        with wavespeed_http(targets.wavespeed_url) as http:
+            stored = set_up(targets, key, secrets_client(targets), http)
+    except SetupRefused as exc:
+        fail(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILED)
+    console = out()
+    console.print(
+        f"WaveSpeed at {targets.wavespeed_url} accepted the API key from {key.origin} and gave its webhook secret",
+        markup=False,
+        emoji=False,
+    )
+    for secret in stored:
+        # An ARN holds ":secret:", which rich would turn into an emoji.
+        console.print(
+            f"stored the {secret.what} in {secret.secret_id} (version {secret.version_id})", markup=False, emoji=False
+        )
+    console.print(
+        "the functions read their secrets again within 5 minutes; jobs waiting for the key then go on by themselves"
+    )

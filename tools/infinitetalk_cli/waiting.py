@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from infinitetalk_core.intake import drop_for_key
 from infinitetalk_core.models import TERMINAL_STATUSES, Job
@@ -41,6 +42,28 @@ def newest_upload(bucket: MediaBucket, name: str) -> datetime | None:
     return max(times, default=None)
 
 
+def job_of_drop(found: list[Job], not_before: datetime | None) -> Job | None:
+    """The newest job of a name (``found`` newest first), if it was made from the newest drop."""
+    candidate = found[0] if found else None
+    if candidate is not None and (not_before is None or candidate.created_at >= not_before - CLOCK_SLACK):
+        return candidate
+    return None
+
+
+def error_document(bucket: MediaBucket, job: Job) -> dict[str, Any] | None:
+    """The job's ``error.json``, when the one under ``outputs/<name>/`` is about this job."""
+    key = outputs_prefix(job.job_name) + ERROR_FILE
+    if bucket.head(key) is None:
+        return None
+    try:
+        document = json.loads(bucket.read_bytes(key))
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or document.get("job_id") not in {None, job.job_id}:
+        return None
+    return document
+
+
 def wait_for(
     jobs: JobRepository,
     name: str,
@@ -57,10 +80,7 @@ def wait_for(
     job: Job | None = None
     first = True
     while True:
-        found = jobs.by_name(name)
-        candidate = found[0] if found else None
-        if candidate is not None and (not_before is None or candidate.created_at >= not_before - CLOCK_SLACK):
-            job = candidate
+        job = job_of_drop(jobs.by_name(name), not_before) or job
         state = (job.job_id, job.status.value) if job else None
         if first or state != seen:
             on_change(job)
@@ -85,15 +105,9 @@ def delivered_objects(bucket: MediaBucket, job: Job) -> list[StoredObject]:
 
 def failure_of(bucket: MediaBucket, job: Job) -> Failure:
     """What went wrong, from the job's ``error.json`` when it is this job's, else from the job row."""
-    key = outputs_prefix(job.job_name) + ERROR_FILE
     fallback = Failure(problems=[job.error or f"the job is {job.status.value} without an error message"])
-    if bucket.head(key) is None:
-        return fallback
-    try:
-        document = json.loads(bucket.read_bytes(key))
-    except ValueError:
-        return fallback
-    if not isinstance(document, dict) or document.get("job_id") not in {None, job.job_id}:
+    document = error_document(bucket, job)
+    if document is None:
         return fallback
     problems = [str(p) for p in document.get("problems") or []] or fallback.problems
     what_to_do = document.get("what_to_do")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import re
 import threading
 import time
 import traceback
@@ -18,11 +19,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from infinitetalk_core import pipeline, settings
+
+from .calls import invocation_of
 from .template import ACCOUNT_ID, FunctionSpec
 
 if TYPE_CHECKING:
@@ -63,7 +68,19 @@ class LocalFunction:
         self._log = log
         self._lock = threading.Lock()
         module_name, _, attribute = spec.handler.rpartition(".")
-        self._handler: Handler = getattr(self._load(module_name), attribute)
+        module = self._load(module_name)
+        self._own_cold_start(module)
+        self._handler: Handler = getattr(module, attribute)
+
+    @staticmethod
+    def _own_cold_start(module: ModuleType) -> None:
+        """In Lambda each function has its own process: give this one its own pipeline.
+
+        Its clients and its cached secrets are then its own, so one function's cached secret never
+        hides another function's read of it, and the recorded calls are each function's own.
+        """
+        if getattr(module, "get_pipeline", None) is pipeline.get_pipeline:
+            module.get_pipeline = cache(lambda: pipeline.build_pipeline(settings.get_settings()))
 
     def _load(self, module_name: str) -> ModuleType:
         path = self.spec.code_dir / f"{module_name.replace('.', '/')}.py"
@@ -76,7 +93,7 @@ class LocalFunction:
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Raises what the handler raises, as Lambda reports a function error."""
-        with self._lock:
+        with self._lock, invocation_of(self.spec.logical_id):
             threading.current_thread().name = self.name
             try:
                 return self._handler(event, LambdaContext(function_name=self.name, timeout_seconds=self.spec.timeout))
@@ -212,11 +229,35 @@ class ScheduleTimer:
         )
 
 
+# API Gateway's payload limit for HTTP APIs: a larger request is answered 413 and reaches no function.
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+# A body declared larger than this is not even read before the answer (the client may see a reset).
+MAX_DRAINED_BYTES = 4 * MAX_PAYLOAD_BYTES
+CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")
+JSON_HEADERS = {"content-type": "application/json"}
+NOT_FOUND = b'{"message":"Not Found"}'
+TOO_LARGE = b'{"message":"Request Entity Too Large"}'
+BAD_REQUEST = b'{"message":"Bad Request"}'
+
+
 @dataclass
 class HttpApiOptions:
-    """How the local API hands bodies over; API Gateway may base64-encode any of them."""
+    """How the local API hands bodies over; API Gateway may base64-encode any of them.
+
+    ``rewrite_event`` stands for a front door that builds its events differently (tests use it to
+    hand the function bodies no client could make API Gateway produce, such as a bad base64 flag).
+    """
 
     base64_bodies: bool = False
+    rewrite_event: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+def query_parameters(query: str) -> dict[str, str]:
+    """``queryStringParameters`` as API Gateway builds them: a repeated name's values joined with commas."""
+    joined: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    return joined
 
 
 def http_api_event(
@@ -224,7 +265,7 @@ def http_api_event(
 ) -> dict[str, Any]:
     """An API Gateway HTTP API (payload format 2.0) proxy event for one request."""
     parts = urlsplit(target)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query = query_parameters(parts.query)
     try:
         text: str | None = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -263,8 +304,59 @@ def http_api_event(
     return event
 
 
+class RequestTooLarge(Exception):
+    """The body is over API Gateway's payload limit."""
+
+
+class BadRequest(Exception):
+    """The request's framing (its length or chunks) cannot be read."""
+
+
+def read_body(request: BaseHTTPRequestHandler, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
+    """The request's body, by ``content-length`` or chunks, never more than ``limit`` bytes."""
+    if "chunked" in (request.headers.get("transfer-encoding") or "").lower():
+        return read_chunks(request.rfile, limit)
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return b""
+    if not CONTENT_LENGTH.fullmatch(declared.strip()):
+        raise BadRequest(f"content-length {declared[:40]!r}")
+    length = int(declared)
+    if length > limit:
+        if length <= MAX_DRAINED_BYTES:
+            # Read what the client sends, so that it reads the answer instead of a reset connection.
+            while length > 0:
+                chunk = request.rfile.read(min(length, 1024 * 1024))
+                if not chunk:
+                    break
+                length -= len(chunk)
+        raise RequestTooLarge
+    return request.rfile.read(length)
+
+
+def read_chunks(stream: Any, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        size_line = stream.readline(1024).split(b";", 1)[0].strip()
+        if not re.fullmatch(rb"[0-9a-fA-F]{1,8}", size_line):
+            raise BadRequest("chunk size")
+        size = int(size_line, 16)
+        if size == 0:
+            while stream.readline(1024) not in (b"\r\n", b"\n", b""):
+                continue  # trailers
+            return bytes(body)
+        if len(body) + size > limit:
+            raise RequestTooLarge
+        body += stream.read(size)
+        stream.readline(1024)
+
+
 class HttpApi:
-    """The stack's HTTP API on 127.0.0.1: each route invokes its function with a proxy event."""
+    """The stack's HTTP API on 127.0.0.1: each route invokes its function with a proxy event.
+
+    It answers as API Gateway's HTTP API does: any other method or path gets 404
+    ``{"message":"Not Found"}`` (never 501), and a body over the 10 MB payload limit gets 413.
+    """
 
     def __init__(self, routes: dict[tuple[str, str], LocalFunction], port: int = 0) -> None:
         self.routes = routes
@@ -272,11 +364,13 @@ class HttpApi:
         api = self
 
         class RequestHandler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                api.handle(self, "POST")
+            timeout = 30  # a client that stops sending gives its thread back
 
-            def do_GET(self) -> None:
-                api.handle(self, "GET")
+            def __getattr__(self, name: str) -> Any:
+                # http.server answers 501 to a method without a do_ method: here every method has one.
+                if name.startswith("do_"):
+                    return lambda: api.handle(self, name[3:])
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -299,11 +393,19 @@ class HttpApi:
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         path = urlsplit(request.path).path
+        try:
+            body = read_body(request)
+        except RequestTooLarge:
+            self._reply(request, 413, JSON_HEADERS, TOO_LARGE)
+            return
+        except BadRequest:
+            self._reply(request, 400, JSON_HEADERS, BAD_REQUEST)
+            return
+        except OSError:
+            return  # the client went away or stopped sending
         function = self.routes.get((method, path))
-        length = int(request.headers.get("content-length") or 0)
-        body = request.rfile.read(length) if length else b""
         if function is None:
-            self._reply(request, 404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+            self._reply(request, 404, JSON_HEADERS, NOT_FOUND)
             return
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
@@ -318,10 +420,12 @@ class HttpApi:
             request.headers.get("host", ""),
             self.options.base64_bodies,
         )
+        if self.options.rewrite_event is not None:
+            event = self.options.rewrite_event(event)
         try:
             response = function.invoke(event)
         except Exception:  # noqa: BLE001 - API Gateway answers 500 when the integration fails
-            self._reply(request, 500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}')
+            self._reply(request, 500, JSON_HEADERS, b'{"message":"Internal Server Error"}')
             return
         status = int(response.get("statusCode", 200))
         payload = response.get("body") or ""
@@ -336,7 +440,8 @@ class HttpApi:
                 request.send_header(key, value)
         request.send_header("content-length", str(len(body)))
         request.end_headers()
-        request.wfile.write(body)
+        if request.command != "HEAD":
+            request.wfile.write(body)
 
 
 def readable_log_line(log: Mapping[str, Any]) -> str:

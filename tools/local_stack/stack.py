@@ -231,6 +231,10 @@ class LocalStack:
         if self.real_wavespeed:
             # The real service cannot read presigned URLs of a bucket on 127.0.0.1.
             merged["INPUT_DELIVERY"] = "wavespeed-upload"
+        else:
+            # Outputs come from the stand-in's own origin, and only from there: an IP literal the
+            # allow-list names exactly is the one non-public address the download policy admits.
+            merged["OUTPUT_HOSTS"] = self.standin.root_url
         return {**merged, **LOCAL_ENVIRONMENT, **self.options.environment}
 
     def _route_core_logs(self) -> None:

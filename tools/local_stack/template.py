@@ -1,7 +1,7 @@
 """``template.yaml`` read as the deployable truth: resources, parameters and function settings.
 
 The local stack keeps no second list of resources. It resolves the template's intrinsic
-functions (Ref, Sub, GetAtt, If, Not, Equals) against local physical names and creates
+functions (Ref, Sub, GetAtt, If, Not, Equals, And, Or) against local physical names and creates
 what the template declares, so a table, queue or notification added there exists here too.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from samtranslator.yaml_helper import yaml_parse
+
+from .calls import learn_resource_names
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -68,11 +70,20 @@ class FunctionSpec:
 
 
 class Template:
-    def __init__(self, path: Path = TEMPLATE_PATH, stack_name: str = "infinitetalk-local", region: str = "us-east-1"):
-        self.document: dict[str, Any] = yaml_parse(path.read_text())
+    def __init__(
+        self,
+        path: Path = TEMPLATE_PATH,
+        stack_name: str = "infinitetalk-local",
+        region: str = "us-east-1",
+        account_id: str = ACCOUNT_ID,
+        document: dict[str, Any] | None = None,
+    ):
+        """``document`` stands in for the file's content, e.g. the SAM translator's output of it."""
+        self.document: dict[str, Any] = document if document is not None else yaml_parse(path.read_text())
         self.root = path.parent
         self.stack_name = stack_name
         self.region = region
+        self.account_id = account_id
         self.parameters: dict[str, str] = {}
         self.physical: dict[str, Physical] = {}
 
@@ -93,7 +104,7 @@ class Template:
     def pseudo(self, name: str) -> str:
         values = {
             "AWS::StackName": self.stack_name,
-            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::AccountId": self.account_id,
             "AWS::Region": self.region,
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
@@ -119,6 +130,10 @@ class Template:
     def condition(self, name: str) -> bool:
         return bool(self.resolve(self.document["Conditions"][name]))
 
+    def included(self, resource: Mapping[str, Any]) -> bool:
+        """Whether a resource exists with these parameters (its ``Condition``, if any, holds)."""
+        return "Condition" not in resource or self.condition(resource["Condition"])
+
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
             return [r for r in (self.resolve(v) for v in value) if r is not NO_VALUE]
@@ -140,6 +155,10 @@ class Template:
                 return not self.resolve(arg[0])
             if key == "Fn::Equals":
                 return self.resolve(arg[0]) == self.resolve(arg[1])
+            if key == "Fn::And":
+                return all(self.resolve(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self.resolve(a) for a in arg)
             if key == "Condition":
                 return self.condition(arg)
         return {k: r for k, r in ((k, self.resolve(v)) for k, v in value.items()) if r is not NO_VALUE}
@@ -236,14 +255,21 @@ class Provisioner:
         }
     )
     # Resources with no local counterpart: code is run by the local stack itself, and the rest
-    # (policies, alarms, the API) only matter in a real account.
+    # (roles, policies, log groups, alarms and their topic, the API) only matter in a real account.
+    # The roles are held to the calls the functions make by tests/e2e/test_zz_least_privilege.py.
+    # The bucket policy refuses plain HTTP, which is all the local endpoint speaks (moto enforces it).
     NOT_RUN_LOCALLY = frozenset(
         {
+            "AWS::S3::BucketPolicy",
             "AWS::Serverless::Function",
             "AWS::Serverless::LayerVersion",
             "AWS::Serverless::HttpApi",
+            "AWS::IAM::Role",
             "AWS::SQS::QueuePolicy",
+            "AWS::Logs::LogGroup",
             "AWS::CloudWatch::Alarm",
+            "AWS::SNS::Topic",
+            "AWS::SNS::Subscription",
         }
     )
 
@@ -252,7 +278,11 @@ class Provisioner:
         self.aws = aws
 
     def create_all(self) -> None:
-        pending = {k: v for k, v in self.template.resources.items() if v["Type"] in self.SUPPORTED}
+        pending = {
+            k: v
+            for k, v in self.template.resources.items()
+            if v["Type"] in self.SUPPORTED and self.template.included(v)
+        }
         unknown = {
             v["Type"]
             for v in self.template.resources.values()
@@ -275,6 +305,7 @@ class Provisioner:
                 progressed = True
             if not progressed:
                 raise RuntimeError(f"template references cannot be resolved for {', '.join(sorted(pending))}")
+        learn_resource_names(self.template.physical)
 
     def _create(self, logical_id: str, resource: dict[str, Any]) -> None:
         props = self.template.resolve(resource.get("Properties", {}))

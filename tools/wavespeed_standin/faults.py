@@ -18,7 +18,11 @@ FaultName = Literal[
     "fail",
     "drop_webhook",
     "bad_signature",
+    "empty_outputs",
+    "history_500",
 ]
+
+SEVEN_DAYS_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -57,6 +61,26 @@ class Faults:
     bad_signature_rate: float = 0.0
 
     output_bytes_per_second: float | None = None
+    # Completed with an empty ``outputs`` list; an output answered by a redirect; an output padded
+    # with zero bytes and sent chunked, without a Content-Length.
+    empty_outputs_next: int = 0
+    empty_outputs_rate: float = 0.0
+    output_redirect_url: str | None = None
+    output_padding_bytes: int = 0
+
+    # The prediction history: whole reads answering 500, pages from this number on answering 500
+    # (a read that breaks half-way; 0 = never), and how long a new task takes to appear in it.
+    history_500_next: int = 0
+    history_500_rate: float = 0.0
+    history_500_from_page: int = 0
+    history_lag_seconds: float = 0.0
+
+    # Simulated processing time per second of output (None: the stand-in's own setting), so a run
+    # can show real pacing (WaveSpeed takes roughly 10-30 s per second of video).
+    seconds_per_output_second: float | None = None
+    # Results, outputs, history entries and uploads are deleted this long after they were made
+    # (WaveSpeed keeps them 7 days); a deleted result answers 404.
+    retention_seconds: float = SEVEN_DAYS_SECONDS
 
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _rng: random.Random | None = field(default=None, init=False, repr=False, compare=False)

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import HTTP
@@ -23,15 +23,27 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import httpx
 
 from .faults import Faults
+from .history import InvalidHistoryQuery, parse_history_query
 from .inputs import MODELS, InvalidRequest, media_urls
 from .net import LOOPBACK_HOSTS, loopback_client
 from .tasks import Delivery, PlannedFaults, RunnerSettings, Task, TaskBoard, TaskRunner
+from .uploads import MediaKind, MediaStore, UploadRefused, check_upload_size, media_kind
 
 API_PREFIX = "/api/v3/"
 MAX_BODY_BYTES = 512 * 1024 * 1024
 RESULT_PATH = re.compile(r"^predictions/([A-Za-z0-9_-]+)/result$")
 OUTPUT_PATH = re.compile(r"^/outputs/([A-Za-z0-9_-]+)/video\.mp4$")
 MEDIA_PATH = re.compile(r"^/media/([0-9a-f]{32})/([^/]+)$")
+UPLOAD_TARGET_PATH = re.compile(r"^/upload-targets/([0-9a-f]{32})$")
+# The API's routes and the methods each answers; any other method gets 405, any other path 404.
+API_ROUTES: dict[str, frozenset[str]] = {
+    "webhook/secret": frozenset({"GET"}),
+    "predictions": frozenset({"POST"}),
+    "media/upload/binary": frozenset({"POST"}),
+    "upload": frozenset({"POST"}),
+    "media/uploads": frozenset({"POST"}),
+    **{model: frozenset({"POST"}) for model in MODELS},
+}
 UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -76,8 +88,7 @@ class WaveSpeedStandin:
             video_height=video_height,
         )
         self._board = TaskBoard()
-        self._media: dict[str, tuple[str, str, bytes]] = {}
-        self._media_lock = threading.Lock()
+        self._media = MediaStore()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._runner: TaskRunner | None = None
@@ -230,27 +241,107 @@ class WaveSpeedStandin:
             raise BadRequest(404, f"prediction {task_id} not found")
         return prediction
 
+    def history(self, raw: bytes) -> dict[str, Any]:
+        """``POST /predictions``: the tasks of the past 7 days, newest first, a page at a time."""
+        if self.faults.draw("history_500"):
+            self._log("prediction history answered 500 (fault)")
+            raise BadRequest(500, "Internal server error")
+        try:
+            query = parse_history_query(raw, datetime.now(UTC), self.faults.history_lag_seconds)
+        except InvalidHistoryQuery as exc:
+            raise BadRequest(400, str(exc)) from exc
+        broken_from = self.faults.history_500_from_page
+        if broken_from > 0 and query.page >= broken_from:
+            self._log(f"prediction history page {query.page} answered 500 (fault)")
+            raise BadRequest(500, "Internal server error")
+        total, items = self._board.history(query)
+        return {"page": query.page, "total": total, "items": items}
+
     def store_media(self, content_type: str, raw: bytes) -> dict[str, Any]:
+        """``POST /media/upload/binary``."""
         filename, media_type, content = _multipart_file(content_type, raw)
-        media_id = uuid.uuid4().hex
-        with self._media_lock:
-            self._media[media_id] = (filename, media_type, content)
+        kind = _kind(filename, media_type)
+        media_id = self._media.put(filename, media_type, kind, content, datetime.now(UTC))
         self._log(f"media upload {media_id}/{filename} ({len(content)} bytes)")
         return {
-            "download_url": f"{self.root_url}/media/{media_id}/{quote(filename)}",
+            "type": kind,
+            "download_url": self._media_url(media_id, filename),
             "filename": filename,
             "size": len(content),
         }
 
+    def upload_file(self, content_type: str, raw: bytes) -> dict[str, Any]:
+        """``POST /upload``: the same storage, with the documented per-kind size limits."""
+        filename, media_type, content = _multipart_file(content_type, raw)
+        kind = _kind(filename, media_type)
+        try:
+            check_upload_size(kind, len(content))
+        except UploadRefused as exc:
+            raise BadRequest(exc.code, exc.message) from exc
+        media_id = self._media.put(filename, media_type, kind, content, datetime.now(UTC))
+        self._log(f"upload {media_id}/{filename} ({len(content)} bytes)")
+        return {"url": self._media_url(media_id, filename)}
+
+    def upload_ticket(self, raw: bytes) -> dict[str, Any]:
+        """``POST /media/uploads``: where to PUT the file, and the URL a model reads it from afterwards."""
+        try:
+            body = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(400, f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("filename"), str) or not body["filename"]:
+            raise BadRequest(400, "filename is required")
+        declared = body.get("content_type", "")
+        if not isinstance(declared, str):
+            raise BadRequest(400, "content_type must be a string")
+        filename = _safe_filename(body["filename"])
+        kind = _kind(filename, declared)
+        ticket = self._media.open_ticket(filename, declared or "application/octet-stream", kind, datetime.now(UTC))
+        self._log(f"upload ticket {ticket.ticket_id} for {filename}")
+        return {
+            "upload_url": f"{self.root_url}/upload-targets/{ticket.ticket_id}?token={ticket.token}",
+            "method": "PUT",
+            "download_url": self._media_url(ticket.media_id, filename),
+            "filename": filename,
+            "type": kind,
+            "expires_at": ticket.expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+
+    def fill_upload(self, ticket_id: str, token: str, content: bytes) -> bool:
+        """The PUT of an upload ticket; ``False`` for an unknown, forged or expired ticket."""
+        ticket = self._media.fill_ticket(ticket_id, token, content, datetime.now(UTC))
+        if ticket is not None:
+            self._log(f"upload ticket {ticket_id} filled: {ticket.filename} ({len(content)} bytes)")
+        return ticket is not None
+
     def media(self, media_id: str, filename: str) -> tuple[str, bytes] | None:
-        with self._media_lock:
-            stored = self._media.get(media_id)
-        if stored is None or stored[0] != filename:
-            return None
-        return stored[1], stored[2]
+        stored = self._media.get(media_id, filename)
+        return (stored.content_type, stored.content) if stored is not None else None
+
+    def purge_expired(self) -> None:
+        """Delete what is older than the retention time, as WaveSpeed deletes after 7 days."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=max(0.0, self.faults.retention_seconds))
+        gone = self._board.purge(cutoff)
+        self._media.purge(cutoff)
+        if gone:
+            self._log(f"deleted {len(gone)} task(s) past the retention time")
+
+    def _media_url(self, media_id: str, filename: str) -> str:
+        return f"{self.root_url}/media/{media_id}/{quote(filename)}"
 
     def output(self, task_id: str) -> bytes | None:
         return self._board.output(task_id)
+
+
+def _kind(filename: str, content_type: str) -> MediaKind:
+    try:
+        return media_kind(filename, content_type)
+    except UploadRefused as exc:
+        raise BadRequest(exc.code, exc.message) from exc
+
+
+def _safe_filename(name: str) -> str:
+    cleaned = UNSAFE_NAME.sub("_", name.rsplit("/", 1)[-1]).strip(".")
+    return cleaned or "file"
 
 
 def _seconds(value: float) -> str:
@@ -279,8 +370,8 @@ def _multipart_file(content_type: str, raw: bytes) -> tuple[str, str, bytes]:
         disposition["content-disposition"] = str(part.get("content-disposition", ""))
         if disposition.get_param("name", header="content-disposition") != "file":
             continue
-        filename = UNSAFE_NAME.sub("_", (disposition.get_filename() or "file").rsplit("/", 1)[-1]).strip(".")
-        return filename or "file", str(part.get("content-type", "application/octet-stream")), content
+        filename = _safe_filename(disposition.get_filename() or "file")
+        return filename, str(part.get("content-type", "application/octet-stream")), content
     raise BadRequest(400, "file is required")
 
 
@@ -321,41 +412,82 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.standin
 
     def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        if url.path.startswith(API_PREFIX):
-            self._api(lambda: self._api_get(url.path.removeprefix(API_PREFIX)))
-        elif match := OUTPUT_PATH.match(url.path):
-            self._stream_output(match.group(1))
-        elif match := MEDIA_PATH.match(url.path):
-            stored = self.standin.media(match.group(1), unquote(match.group(2)))
-            if stored is None:
-                self._envelope(404, {"code": 404, "message": "media not found"})
-            else:
-                self._send(200, stored[0], stored[1])
-        else:
-            self._envelope(404, {"code": 404, "message": f"not found: {url.path}"})
+        self._route("GET")
 
     def do_POST(self) -> None:
-        url = urlsplit(self.path)
+        self._route("POST")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def do_DELETE(self) -> None:
+        self._route("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._route("PATCH")
+
+    def _route(self, method: str) -> None:
+        """Unknown paths answer 404 and known paths 405 for another method, as the real API does."""
         raw = self._read_body()
         if raw is None:
             return
-        if not url.path.startswith(API_PREFIX):
+        self.standin.purge_expired()
+        url = urlsplit(self.path)
+        if url.path.startswith(API_PREFIX):
+            route = url.path.removeprefix(API_PREFIX)
+            allowed = API_ROUTES.get(route) or (frozenset({"GET"}) if RESULT_PATH.match(route) else None)
+            if self._refused(url.path, method, allowed):
+                return
+            self._api(lambda: self._api_call(route, raw, url.query))
+        elif match := OUTPUT_PATH.match(url.path):
+            if not self._refused(url.path, method, frozenset({"GET"})):
+                self._stream_output(match.group(1))
+        elif match := MEDIA_PATH.match(url.path):
+            if not self._refused(url.path, method, frozenset({"GET"})):
+                self._send_media(match.group(1), unquote(match.group(2)))
+        elif match := UPLOAD_TARGET_PATH.match(url.path):
+            if not self._refused(url.path, method, frozenset({"PUT"})):
+                token = parse_qs(url.query).get("token", [""])[0]
+                if self.standin.fill_upload(match.group(1), token, raw):
+                    self._send(200, "text/plain", b"")
+                else:
+                    self._envelope(403, {"code": 403, "message": "upload URL unknown, expired or not signed"})
+        else:
             self._envelope(404, {"code": 404, "message": f"not found: {url.path}"})
-            return
-        route = url.path.removeprefix(API_PREFIX)
-        if route == "media/upload/binary":
-            self._api(lambda: self.standin.store_media(self.headers.get("content-type", ""), raw))
-            return
-        webhook = parse_qs(url.query).get("webhook", [None])[0]
-        self._api(lambda: self.standin.submit(route, raw, webhook or None))
 
-    def _api_get(self, route: str) -> dict[str, Any]:
+    def _refused(self, path: str, method: str, allowed: frozenset[str] | None) -> bool:
+        if allowed is None:
+            self._envelope(404, {"code": 404, "message": f"not found: {path}"})
+            return True
+        if method not in allowed:
+            message = f"method {method} not allowed for {path}"
+            self._envelope(405, {"code": 405, "message": message}, {"Allow": ", ".join(sorted(allowed))})
+            return True
+        return False
+
+    def _api_call(self, route: str, raw: bytes, query: str) -> dict[str, Any]:
+        content_type = self.headers.get("content-type", "")
         if route == "webhook/secret":
             return {"secret": self.standin.webhook_secret}
         if match := RESULT_PATH.match(route):
             return self.standin.result(match.group(1))
-        raise BadRequest(404, f"not found: {API_PREFIX}{route}")
+        if route == "predictions":
+            return self.standin.history(raw)
+        if route == "media/upload/binary":
+            return self.standin.store_media(content_type, raw)
+        if route == "upload":
+            return self.standin.upload_file(content_type, raw)
+        if route == "media/uploads":
+            return self.standin.upload_ticket(raw)
+        webhook = parse_qs(query).get("webhook", [None])[0]
+        return self.standin.submit(route, raw, webhook or None)
+
+    def _send_media(self, media_id: str, filename: str) -> None:
+        stored = self.standin.media(media_id, filename)
+        if stored is None:
+            self._envelope(404, {"code": 404, "message": "media not found"})
+        else:
+            self._send(200, stored[0], stored[1])
 
     def _api(self, answer: Callable[[], dict[str, Any]]) -> None:
         if not self.standin.authorized(self.headers.get("authorization")):
@@ -420,6 +552,12 @@ class _Handler(BaseHTTPRequestHandler):
         if video is None:
             self._envelope(404, {"code": 404, "message": "output not found"})
             return
+        if self.standin.faults.output_redirect_url:
+            self._send(302, "text/plain", b"", {"Location": self.standin.faults.output_redirect_url})
+            return
+        if self.standin.faults.output_padding_bytes > 0:
+            self._send_chunked(video, self.standin.faults.output_padding_bytes)
+            return
         rate = self.standin.faults.output_bytes_per_second
         self.send_response(200)
         self.send_header("Content-Type", "video/mp4")
@@ -435,5 +573,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 self.wfile.flush()
                 time.sleep(len(chunk) / rate)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _send_chunked(self, video: bytes, padding: int) -> None:
+        """The video and ``padding`` zero bytes, chunked: a body whose size is known only at its end."""
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        filler = bytes(min(padding, 1024 * 1024))
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(video), video))
+            remaining = padding
+            while remaining > 0:
+                piece = filler[: min(remaining, len(filler))]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                remaining -= len(piece)
+            self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from .faults import Faults
+from .history import HistoryQuery
 from .inputs import MODELS, speaker_order
 from .net import DownloadFailed, NotLoopback, download, readable_url, require_loopback
 from .render import (
@@ -54,6 +55,8 @@ class PlannedFaults:
     bad_signature: bool = False
     webhook_copies: int = 1
     webhook_delay_seconds: float = 0.0
+    empty_outputs: bool = False
+    seconds_per_output_second: float | None = None
 
     @classmethod
     def draw(cls, faults: Faults) -> PlannedFaults:
@@ -64,6 +67,8 @@ class PlannedFaults:
             bad_signature=faults.draw("bad_signature"),
             webhook_copies=max(1, int(faults.webhook_copies)),
             webhook_delay_seconds=max(0.0, float(faults.webhook_delay_seconds)),
+            empty_outputs=faults.draw("empty_outputs"),
+            seconds_per_output_second=faults.seconds_per_output_second,
         )
 
 
@@ -103,6 +108,10 @@ class Task:
             "error": self.error,
             "timings": {"inference": self.inference_ms},
         }
+
+    def history_item(self) -> dict[str, Any]:
+        """One entry of the prediction history: the prediction and its run time, never its ``input``."""
+        return {**self.prediction(), "executionTime": self.inference_ms}
 
     def webhook_payload(self) -> dict[str, Any]:
         """The webhook body: the prediction plus the request body, in WaveSpeed's field order."""
@@ -162,6 +171,23 @@ class TaskBoard:
     def output(self, task_id: str) -> bytes | None:
         with self.changed:
             return self.outputs.get(task_id)
+
+    def history(self, query: HistoryQuery) -> tuple[int, list[dict[str, Any]]]:
+        """(total, one page) of the tasks the query selects, newest first, as WaveSpeed lists them."""
+        with self.changed:
+            selected = [task for task in self.tasks.values() if query.selects(task)]
+            selected.sort(key=lambda task: (task.created_at, task.id), reverse=True)
+            start = (query.page - 1) * query.page_size
+            return len(selected), [task.history_item() for task in selected[start : start + query.page_size]]
+
+    def purge(self, made_before: datetime) -> list[str]:
+        """Delete finished tasks (result, output, history entry) made before a moment; returns their ids."""
+        with self.changed:
+            old = [task.id for task in self.tasks.values() if task.is_final and task.created_at < made_before]
+            for task_id in old:
+                del self.tasks[task_id]
+                self.outputs.pop(task_id, None)
+            return old
 
     def record(self, delivery: Delivery) -> None:
         with self.changed:
@@ -314,7 +340,10 @@ class TaskRunner:
         if task.planned.fail and not outcome.error:
             outcome.error = task.planned.fail_error or "Inference failed"
             outcome.video = None
-        simulated = (outcome.seconds or 0.0) * self._settings.seconds_per_output_second
+        per_second = task.planned.seconds_per_output_second
+        if per_second is None:
+            per_second = self._settings.seconds_per_output_second
+        simulated = (outcome.seconds or 0.0) * max(0.0, per_second)
         due = outcome.started + max(self._settings.min_processing_seconds, simulated)
         self._timeline.call_at(due, lambda: self._finish(task, outcome))
 
@@ -373,8 +402,8 @@ class TaskRunner:
                 task.error = outcome.error or "Inference failed"
             else:
                 self._board.outputs[task.id] = outcome.video
-                task.outputs = [self._output_url(task.id)]
-                task.has_nsfw_contents = [False]
+                task.outputs = [] if task.planned.empty_outputs else [self._output_url(task.id)]
+                task.has_nsfw_contents = [] if task.planned.empty_outputs else [False]
                 task.status = "completed"
             if task.webhook_url and not task.planned.drop_webhook:
                 payload = task.webhook_payload()

@@ -1,20 +1,39 @@
-"""WaveSpeed's webhook: prove it, record the finished status, queue the fetch, answer at once."""
+"""WaveSpeed's webhook: prove it, bind it to its job, record the finished status, queue the fetch.
+
+A delivery moves a job only with a valid signature (the body) *and* the job's own token (the URL):
+one conditional transaction checks the token and the status, records the task and remembers the
+delivery id, with no read before it. A refused delivery changes nothing and does not use up its id.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .models import FailureKind, JobStatus
+from .credentials import CredentialNotSet, require_webhook_secret
+from .models import FailureKind, Job, JobStatus
 from .observability import logger, metrics
 from .pipeline import Pipeline
-from .repository import StaleTransition
-from .wavespeed import Prediction
-from .webhooks import WebhookRejected, verify_webhook
+from .repository import DeliveryProof, ReportNotRecorded
+from .wavespeed import Prediction, is_task_id
+from .webhooks import (
+    WebhookMalformed,
+    WebhookNotForJob,
+    WebhookRefusal,
+    WebhookRejected,
+    WebhookSecretNotSet,
+    WebhookTooLarge,
+    raw_body,
+    same_token,
+    verify_webhook,
+    webhook_target,
+)
 
+# A finished task may move a job from these; out of FAILED only when the submission's fate was unknown.
 REPORTABLE_FROM = [JobStatus.SUBMITTED, JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.FAILED]
+REPORTABLE_FAILURE = FailureKind.SUBMIT_UNKNOWN
 
 
 class WebhookOutcome(StrEnum):
@@ -22,74 +41,143 @@ class WebhookOutcome(StrEnum):
     REPLAY = "replay"
     ALREADY_RECORDED = "already_recorded"
     NOT_FINAL = "not_final"
+    # Refusals: the report is not this job's.
     UNKNOWN_JOB = "unknown_job"
+    WRONG_TOKEN = "wrong_token"  # noqa: S105 - an outcome, not a secret
+    OTHER_TASK = "other_task"
+    OTHER_MODEL = "other_model"
 
 
-class MalformedWebhook(Exception):
-    """Signed, but not a prediction we can read."""
+REFUSED = frozenset(
+    {WebhookOutcome.UNKNOWN_JOB, WebhookOutcome.WRONG_TOKEN, WebhookOutcome.OTHER_TASK, WebhookOutcome.OTHER_MODEL}
+)
 
 
-def accept_webhook(headers: Mapping[str, str], body: bytes, job_id: str | None, pipeline: Pipeline) -> WebhookOutcome:
-    """Raises ``WebhookRejected`` for anything not provably from WaveSpeed; changes nothing then."""
+class WebhookRequest(BaseModel):
+    """One delivery as API Gateway hands it over: headers, the body (maybe base64) and the raw query."""
+
+    model_config = ConfigDict(frozen=True)
+
+    headers: Mapping[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    is_base64_encoded: bool = False
+    raw_query: str = ""
+
+
+def accept_webhook(request: WebhookRequest, pipeline: Pipeline) -> WebhookOutcome:
+    """Raises a ``WebhookRefusal`` for anything that may not move the job it names; nothing changes then."""
+    secret = webhook_secret(pipeline)
+    body = raw_body(request.body, request.is_base64_encoded)
     webhook_id = verify_webhook(
-        headers,
-        body,
-        pipeline.webhook_secret(),
-        tolerance_seconds=pipeline.settings.webhook_tolerance_seconds,
+        request.headers, body, secret, tolerance_seconds=pipeline.settings.webhook_tolerance_seconds
     )
-    if pipeline.jobs.webhook_seen(webhook_id):
+    target = webhook_target(request.raw_query)
+    prediction = read_prediction(body)
+    outcome = record_prediction(prediction, target.job_id, pipeline, DeliveryProof(webhook_id, target.token))
+    logger.info("webhook", extra={"job_id": target.job_id, "task_id": prediction.id, "outcome": outcome})
+    if outcome in REFUSED:
+        raise WebhookNotForJob(outcome.value)
+    if outcome is WebhookOutcome.REPLAY:
         metrics.add_metric(name="WebhookReplays", unit="Count", value=1)
-        return WebhookOutcome.REPLAY
-    try:
-        prediction = Prediction.model_validate_json(body)
-    except ValidationError as exc:
-        raise MalformedWebhook(str(exc)) from exc
-    outcome = record_prediction(prediction, job_id, pipeline)
-    pipeline.jobs.remember_webhook(webhook_id)
-    logger.info("webhook", extra={"job_id": job_id, "task_id": prediction.id, "outcome": outcome})
     return outcome
 
 
-def record_prediction(prediction: Prediction, job_id: str | None, pipeline: Pipeline) -> WebhookOutcome:
+def webhook_secret(pipeline: Pipeline) -> str:
+    """The real ``whsec_`` secret; while it is a placeholder every delivery is refused, loudly."""
+    try:
+        return require_webhook_secret(pipeline.webhook_secret())
+    except CredentialNotSet as exc:
+        metrics.add_metric(name="WebhookSecretNotSet", unit="Count", value=1)
+        logger.error("webhook refused: the webhook secret is not set", extra={"reason": str(exc)})
+        raise WebhookSecretNotSet(str(exc)) from exc
+
+
+def read_prediction(body: bytes) -> Prediction:
+    """The signed body as a finished prediction whose task id has WaveSpeed's shape."""
+    try:
+        prediction = Prediction.model_validate_json(body)
+    except ValidationError as exc:
+        raise WebhookMalformed(f"body is not a prediction: {exc.error_count()} problem(s)") from exc
+    if not is_task_id(prediction.id):
+        raise WebhookMalformed("the task id does not have WaveSpeed's shape")
+    return prediction
+
+
+def is_reportable(job: Job) -> bool:
+    """The status rule of ``record_prediction``'s conditional write, for explaining a refusal."""
+    return job.status in REPORTABLE_FROM and (
+        job.status is not JobStatus.FAILED or job.failure_kind is REPORTABLE_FAILURE
+    )
+
+
+def record_prediction(
+    prediction: Prediction, job_id: str | None, pipeline: Pipeline, proof: DeliveryProof | None = None
+) -> WebhookOutcome:
+    """Record a finished task for its job and queue the fetch; from a webhook (``proof``) or a result poll."""
     if not prediction.is_final:
         return WebhookOutcome.NOT_FINAL
-    job = pipeline.jobs.get(job_id) if job_id else None
-    if job is None:
-        logger.warning("webhook for no known job", extra={"job_id": job_id, "task_id": prediction.id})
-        return WebhookOutcome.UNKNOWN_JOB
-    if job.task_id and job.task_id != prediction.id:
-        logger.error(
-            "webhook names another task than the job's",
-            extra={"job_id": job.job_id, "task_id": prediction.id},
-        )
-        return WebhookOutcome.UNKNOWN_JOB
-    if prediction.model and job.spec and prediction.model != job.spec.model.value:
-        # The ?job= query is not signed: a task of another model cannot be this job's.
-        logger.error(
-            "webhook for a task of another model than the job's",
-            extra={"job_id": job.job_id, "task_id": prediction.id, "model": prediction.model},
-        )
+    if not job_id:
         return WebhookOutcome.UNKNOWN_JOB
     try:
-        pipeline.jobs.transition(
-            job,
-            JobStatus.REPORTED,
+        pipeline.jobs.report_task(
+            job_id,
+            prediction.id,
+            prediction.model,
             REPORTABLE_FROM,
-            only_if_failure=FailureKind.SUBMIT_UNKNOWN,
-            task_id=prediction.id,
-            failure_kind=None,
-            error=None,
-            event_published=False,
+            only_if_failure=REPORTABLE_FAILURE,
+            proof=proof,
         )
-    except StaleTransition:
-        current = pipeline.jobs.get(job.job_id)
-        if current is not None and current.status is JobStatus.REPORTED:
-            # The first delivery may have failed to queue its fetch; fetching is safe to repeat.
-            pipeline.queues.send_fetch(job.job_id)
-        return WebhookOutcome.ALREADY_RECORDED
-    pipeline.queues.send_fetch(job.job_id)
+    except ReportNotRecorded as exc:
+        return explain(exc, prediction, job_id, proof, pipeline)
+    pipeline.queues.send_fetch(job_id)
     metrics.add_metric(name="WebhooksAccepted", unit="Count", value=1)
     return WebhookOutcome.ACCEPTED
 
 
-__all__ = ["MalformedWebhook", "WebhookOutcome", "WebhookRejected", "accept_webhook", "record_prediction"]
+def explain(
+    refusal: ReportNotRecorded, prediction: Prediction, job_id: str, proof: DeliveryProof | None, pipeline: Pipeline
+) -> WebhookOutcome:
+    """Why the conditional write did not happen, from the row as the write saw it (no second read)."""
+    if not refusal.job_refused:
+        return WebhookOutcome.REPLAY  # the job would have moved, but this delivery was accepted before
+    job = refusal.current
+    extra = {"job_id": job_id, "task_id": prediction.id}
+    if job is None:
+        logger.warning("report for no known job", extra=extra)
+        return WebhookOutcome.UNKNOWN_JOB
+    if proof is not None and not same_token(job.webhook_token, proof.token):
+        logger.warning("webhook without the job's token", extra=extra)
+        return WebhookOutcome.WRONG_TOKEN
+    if job.task_id and job.task_id != prediction.id:
+        logger.error("report names another task than the job's", extra={**extra, "job_task_id": job.task_id})
+        return WebhookOutcome.OTHER_TASK
+    if prediction.model and job.spec and prediction.model != job.spec.model.value:
+        logger.error("report for a task of another model than the job's", extra={**extra, "model": prediction.model})
+        return WebhookOutcome.OTHER_MODEL
+    if refusal.webhook_seen:
+        outcome = WebhookOutcome.REPLAY
+    elif is_reportable(job):
+        # Status, task and model allowed the write: only the stored token digest can have refused it.
+        logger.error("the job's stored token does not verify", extra=extra)
+        return WebhookOutcome.WRONG_TOKEN
+    else:
+        outcome = WebhookOutcome.ALREADY_RECORDED
+    if job.status is JobStatus.REPORTED:
+        # The first delivery may have failed to queue its fetch; fetching is safe to repeat.
+        pipeline.queues.send_fetch(job.job_id)
+    return outcome
+
+
+__all__ = [
+    "REFUSED",
+    "WebhookMalformed",
+    "WebhookNotForJob",
+    "WebhookOutcome",
+    "WebhookRefusal",
+    "WebhookRejected",
+    "WebhookRequest",
+    "WebhookSecretNotSet",
+    "WebhookTooLarge",
+    "accept_webhook",
+    "record_prediction",
+]

@@ -8,13 +8,31 @@ from decimal import Decimal
 from typing import Any
 
 from .billing import BillingRuleSet, Charge, rule_book
+from .budget_alerts import check_budget_alerts
 from .media import MediaError, playing_seconds
 from .models import FailureKind, Job, JobStatus, LedgerEntry, iso, micros_to_usd, usd_text
 from .observability import logger, metrics
+from .outbound import OutputRefused, OutputTooLarge
 from .pipeline import RESULT_FILE, WHAT_TO_DO, Pipeline
 from .repository import StaleTransition
 from .storage import outputs_prefix
 from .wavespeed import Prediction, TaskUnavailable
+
+CHUNK_BYTES = 1024 * 1024
+NO_VIDEO = "WaveSpeed reported the task completed but returned no video"
+NO_VIDEO_WHAT_TO_DO = (
+    "WaveSpeed finished the task without a video, so there is nothing to deliver. Nothing was charged "
+    "unless the ledger says so; upload again to run the job anew."
+)
+OUTPUT_REFUSED_WHAT_TO_DO = (
+    "WaveSpeed finished the task and billed it, so the ledger charges the estimate, but its video was not "
+    "downloaded: the output download policy refused it (see problems). If the host named there is WaveSpeed's "
+    "own, add it to the stack's OutputHosts parameter; then upload again to run the job anew."
+)
+OUTPUT_TOO_LARGE_WHAT_TO_DO = (
+    "WaveSpeed finished the task and billed it, so the ledger charges the estimate, but its video is larger "
+    "than the stack keeps (see problems). Raise OUTPUT_MAX_BYTES or make the job shorter or 480p, then upload again."
+)
 
 
 class ChunkReader(io.RawIOBase):
@@ -40,12 +58,28 @@ class ChunkReader(io.RawIOBase):
         return size
 
 
+def accepted_jobs(job_name: str, pipeline: Pipeline) -> list[Job]:
+    """The name's jobs that were accepted, newest first: a rejected (or stray) drop never made outputs."""
+    return [other for other in pipeline.jobs.by_name(job_name) if other.status is not JobStatus.REJECTED]
+
+
 def output_folder(job: Job, pipeline: Pipeline) -> str:
-    """``outputs/<name>/``, unless a newer drop of the same name exists: its outputs must not be replaced."""
-    newest = pipeline.jobs.by_name(job.job_name)
+    """``outputs/<name>/``, unless a newer accepted drop of the same name exists: its outputs must not be replaced.
+
+    A refused drop does not count, so a bad upload made while a job runs does not move that job's video.
+    """
+    newest = accepted_jobs(job.job_name, pipeline)
     if newest and newest[0].job_id != job.job_id:
         return f"{outputs_prefix(job.job_name)}{job.job_id}/"
     return outputs_prefix(job.job_name)
+
+
+def refused_since(job: Job, pipeline: Pipeline) -> bool:
+    """Whether a drop of the name was refused after this job was made: its error file is still news."""
+    return any(
+        other.status is JobStatus.REJECTED and other.created_at > job.created_at
+        for other in pipeline.jobs.by_name(job.job_name)
+    )
 
 
 def output_key(folder: str, index: int) -> str:
@@ -64,6 +98,10 @@ def deliver(job_id: str, pipeline: Pipeline) -> None:
         return
     if job.status is not JobStatus.REPORTED or job.task_id is None:
         return
+    holder = pipeline.jobs.claim_task(job.task_id, job.job_id)
+    if holder != job.job_id:
+        release_task_of_another_job(job, holder, pipeline)
+        return
     rules = rule_book().get(job.rule_set)
     try:
         prediction = pipeline.wavespeed.result(job.task_id)
@@ -72,23 +110,77 @@ def deliver(job_id: str, pipeline: Pipeline) -> None:
             pipeline.jobs.transition(job, JobStatus.SUBMITTED, [JobStatus.REPORTED])
             return
         if prediction.status == "failed":
-            settle_failure(job, prediction.error, FailureKind.GENERATION_FAILED, rules, pipeline)
+            message = f"WaveSpeed: {prediction.error or 'the task failed without a message'}"
+            settle_failure(job, message, FailureKind.GENERATION_FAILED, rules, pipeline)
+        elif not prediction.outputs:
+            # Completed with nothing to deliver is a failed task: charged as one, never as a video.
+            settle_failure(job, NO_VIDEO, FailureKind.GENERATION_FAILED, rules, pipeline, NO_VIDEO_WHAT_TO_DO)
         else:
             settle_delivery(job, prediction, rules, pipeline)
+    except OutputRefused as exc:
+        # Our policy, not WaveSpeed, said no; asking again gets the same URL. WaveSpeed billed the task.
+        advice = OUTPUT_TOO_LARGE_WHAT_TO_DO if isinstance(exc, OutputTooLarge) else OUTPUT_REFUSED_WHAT_TO_DO
+        settle_failure(job, str(exc), FailureKind.DELIVERY_FAILED, rules, pipeline, advice)
     except TaskUnavailable as exc:
         # Retrying cannot help, and WaveSpeed billed the finished task: end it with its estimate charged.
-        settle_failure(job, str(exc), FailureKind.DELIVERY_FAILED, rules, pipeline)
+        settle_failure(job, f"WaveSpeed: {exc}", FailureKind.DELIVERY_FAILED, rules, pipeline)
+    check_budget_alerts(job.month, job.job_id, pipeline)
+
+
+def release_task_of_another_job(job: Job, holder: str, pipeline: Pipeline) -> None:
+    """A task already held by another job is never charged twice nor fetched again for this one.
+
+    This job is not charged, its budget hold is released and it forgets the task, ending as
+    ``submit_unknown``: its error file says why, and a webhook for a task of its own still delivers it.
+    """
+    error = (
+        f"WaveSpeed task {job.task_id} was reported for this job, but that task belongs to job "
+        f"{holder or '(unknown)'} and is charged there; this job was not charged and nothing was fetched for it"
+    )
+    changes: dict[str, Any] = {
+        "failure_kind": FailureKind.SUBMIT_UNKNOWN,
+        "error": error,
+        "reserved_micros": 0,
+        "task_id": None,
+    }
+    try:
+        pipeline.jobs.settle(job, JobStatus.FAILED, [JobStatus.REPORTED], None, None, **changes)
+    except StaleTransition:
+        return
+    metrics.add_metric(name="TaskAlreadyCharged", unit="Count", value=1)
+    logger.error("task held by another job", extra={"job_id": job.job_id, "task_id": job.task_id, "holder": holder})
+    failed = job.model_copy(update={"status": JobStatus.FAILED, **changes})
+    pipeline.write_error(failed, [error], WHAT_TO_DO[FailureKind.SUBMIT_UNKNOWN])
+    pipeline.announce(failed)
 
 
 def store_outputs(folder: str, prediction: Prediction, pipeline: Pipeline) -> list[str]:
+    """Stream every output into the bucket; an output refused for good takes the ones before it away too.
+
+    An output cut off mid-way (over the byte cap, or a broken connection) never appears: the
+    multipart upload is aborted, since the stream raises before the upload completes.
+    """
     keys: list[str] = []
-    for index, url in enumerate(prediction.outputs):
-        key = output_key(folder, index)
-        with pipeline.wavespeed.stream_output(url) as response:
-            stream = io.BufferedReader(ChunkReader(response.iter_bytes(1024 * 1024)), buffer_size=1024 * 1024)
-            pipeline.bucket.upload_stream(key, stream, response.headers.get("content-type", "video/mp4"))
-        keys.append(key)
+    try:
+        for index, url in enumerate(prediction.outputs):
+            key = output_key(folder, index)
+            with pipeline.wavespeed.stream_output(url) as output:
+                stream = io.BufferedReader(ChunkReader(output.iter_bytes(CHUNK_BYTES)), buffer_size=CHUNK_BYTES)
+                pipeline.bucket.upload_stream(key, stream, video_content_type(output.headers.get("content-type")))
+            keys.append(key)
+    except (OutputRefused, TaskUnavailable):
+        for key in keys:
+            pipeline.bucket.delete(key)
+        raise
     return keys
+
+
+def video_content_type(declared: str | None) -> str:
+    """The stored object's type: a video type the output host declared, else MP4 (never, say, text/html)."""
+    value = (declared or "").split(";", 1)[0].strip().lower()
+    if value.startswith("video/") and value[len("video/") :].replace("-", "").replace(".", "").isalnum():
+        return value
+    return "video/mp4"
 
 
 def measure_video(key: str, pipeline: Pipeline) -> Decimal | None:
@@ -156,7 +248,7 @@ def settle_delivery(job: Job, prediction: Prediction, rules: BillingRuleSet, pip
     except StaleTransition:
         logger.info("delivery settled by another run", extra={"job_id": job.job_id})
         return
-    if folder == outputs_prefix(job.job_name):
+    if folder == outputs_prefix(job.job_name) and not refused_since(job, pipeline):
         # A late webhook can deliver a job first settled as unknown: its error file is now wrong.
         pipeline.clear_error(job.job_name)
     metrics.add_metric(name="JobsDelivered", unit="Count", value=1)
@@ -165,10 +257,16 @@ def settle_delivery(job: Job, prediction: Prediction, rules: BillingRuleSet, pip
     pipeline.announce(delivered)
 
 
-def settle_failure(job: Job, error: str | None, kind: FailureKind, rules: BillingRuleSet, pipeline: Pipeline) -> None:
+def settle_failure(
+    job: Job,
+    message: str,
+    kind: FailureKind,
+    rules: BillingRuleSet,
+    pipeline: Pipeline,
+    what_to_do: str | None = None,
+) -> None:
     """A finished task with no video: the ledger line charges what the rule set says such a task costs."""
     assert job.spec is not None
-    message = f"WaveSpeed: {error or 'the task failed without a message'}"
     billable = rules.billable_seconds(input_seconds=job.input_seconds or Decimal(0), output_seconds=None)
     charge = rules.charge(job.spec.resolution, billable)
     if kind is FailureKind.GENERATION_FAILED and not rules.charge_failed_jobs:
@@ -191,7 +289,7 @@ def settle_failure(job: Job, error: str | None, kind: FailureKind, rules: Billin
         pipeline.jobs.settle(job, JobStatus.FAILED, [JobStatus.REPORTED], entry, charge, **changes)
     except StaleTransition:
         return
-    pipeline.write_error(failed, [message], WHAT_TO_DO[kind])
+    pipeline.write_error(failed, [message], what_to_do or WHAT_TO_DO[kind])
     metrics.add_metric(name="JobsFailed", unit="Count", value=1)
     pipeline.announce(failed)
 

@@ -21,6 +21,8 @@ DETAIL_TYPES: dict[JobStatus, str] = {
     JobStatus.FAILED: "InfiniteTalk Job Failed",
     JobStatus.REJECTED: "InfiniteTalk Job Failed",
 }
+BUDGET_ALERT_DETAIL_TYPE = "InfiniteTalk Budget Alert"
+BUDGET_ALERT_SCHEMA_VERSION = "1.0"
 
 
 class JobEventDetail(BaseModel):
@@ -87,6 +89,35 @@ def event_schema() -> dict[str, object]:
     return schema
 
 
+class BudgetAlertDetail(BaseModel):
+    """The ``detail`` of a budget alert: the month's committed money crossed a share of the budget."""
+
+    model_config = ConfigDict(title="InfiniteTalkBudgetAlert", extra="forbid")
+
+    schema_version: Literal["1.0"] = "1.0"
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="UTC month, YYYY-MM")
+    threshold_percent: Literal[50, 80, 100]
+    budget_usd: str = Field(description="MonthlyBudgetUsd when the threshold was crossed, exact decimal dollars")
+    committed_usd: str = Field(description="charged plus held, exact decimal dollars")
+    charged_usd: str = Field(description="charged by delivered and failed jobs, exact decimal dollars")
+    held_usd: str = Field(description="estimates held for jobs in flight, exact decimal dollars")
+    job_id: str | None = Field(default=None, description="the job whose money movement crossed the threshold")
+    crossed_at: Timestamp
+    occurred_at: Timestamp
+
+
+def budget_alert_schema() -> dict[str, object]:
+    """The JSON Schema of a budget alert's detail, committed under ``schemas/`` beside the job event's."""
+    schema = BudgetAlertDetail.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://infinitetalk.pipeline/schemas/budget-alert-{BUDGET_ALERT_SCHEMA_VERSION}.json"
+    schema["description"] = (
+        f"detail of events with source '{EVENT_SOURCE}' and detail-type '{BUDGET_ALERT_DETAIL_TYPE}', "
+        "published once per month at each of 50%, 80% and 100% of the monthly budget"
+    )
+    return schema
+
+
 class EventPublisher:
     def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
         self._client = client
@@ -110,3 +141,17 @@ class EventPublisher:
         if result.get("FailedEntryCount", 0):
             raise RuntimeError(f"EventBridge refused the event for {job.job_id}: {result['Entries']}")
         return detail
+
+    def publish_budget_alert(self, detail: BudgetAlertDetail) -> None:
+        result = self._client.put_events(
+            Entries=[
+                {
+                    "Source": EVENT_SOURCE,
+                    "DetailType": BUDGET_ALERT_DETAIL_TYPE,
+                    "Detail": json.dumps(detail.model_dump(mode="json", exclude_none=True)),
+                    "EventBusName": self._bus,
+                }
+            ]
+        )
+        if result.get("FailedEntryCount", 0):
+            raise RuntimeError(f"EventBridge refused the budget alert for {detail.month}: {result['Entries']}")

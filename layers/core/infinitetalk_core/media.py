@@ -1,27 +1,65 @@
-"""Media checks from the bytes themselves: what a file really is, and how long it plays."""
+"""Media checks from the bytes themselves: what a file is, whether it is whole, and how long it plays.
+
+A length is what a decoder plays, never what a header claims: audio is decoded to its end and its
+samples counted. A header that claims more than the bytes play means the file is truncated or
+damaged, and it is refused rather than sent. Pictures are measured from their header before a
+pixel is decoded (so a decompression bomb is refused unopened) and then decoded in full, so a
+truncated image is refused here and not by WaveSpeed. Every read of an input goes through a
+reader whose single reads are capped, so memory stays bounded whatever a file holds.
+"""
 
 from __future__ import annotations
 
 import io
+import struct
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import IO, TYPE_CHECKING, BinaryIO
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from typing import IO, TYPE_CHECKING, BinaryIO, TypeVar
 
+import av
 import filetype
-import mutagen
+from botocore.exceptions import BotoCoreError, ClientError
+from PIL import Image
 
-from .models import MediaKind
+from .models import MAX_OUTPUT_SECONDS, MediaKind
 
 if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
     from mypy_boto3_s3 import S3Client
 
-EXTENSIONS: dict[MediaKind, frozenset[str]] = {
-    MediaKind.IMAGE: frozenset({"png", "jpg", "jpeg", "webp"}),
-    MediaKind.AUDIO: frozenset({"mp3", "wav", "m4a", "aac", "ogg", "flac"}),
-    MediaKind.VIDEO: frozenset({"mp4", "mov", "webm", "m4v"}),
-}
 SNIFF_BYTES = 8_192
-_SAME_FORMAT = {"jpeg": "jpg"}
+# No single read of an input asks S3 (or the disk) for more than this.
+READ_CAP_BYTES = 8 * 1024 * 1024
+# What the readers fetch at a time: large enough for few requests, small enough to hold in memory.
+READ_BLOCK_BYTES = 1024 * 1024
+
+MEGABYTE = 1_000_000
+# WaveSpeed's documented upload limits.
+MAX_BYTES: dict[MediaKind, int] = {
+    MediaKind.IMAGE: 20 * MEGABYTE,
+    MediaKind.VIDEO: 100 * MEGABYTE,
+    MediaKind.AUDIO: 50 * MEGABYTE,
+}
+# Pictures (images and video frames). The model renders 480p or 720p (at most 1280x720): a shorter
+# side under 128 px leaves too few pixels for a face, and beyond 8192 px or 40 megapixels a picture
+# only costs memory to decode (40 MP is 160 MB of pixels).
+MIN_PICTURE_SIDE = 128
+MAX_PICTURE_SIDE = 8_192
+MAX_PICTURE_PIXELS = 40_000_000
+# A decoder and a header may disagree by one audio frame (encoder delay and padding); this is added.
+LENGTH_SLACK_SECONDS = Fraction(1, 20)
+# Decoding stops here: a file this long is refused however much longer it is.
+MAX_DECODED_SECONDS = int(2 * MAX_OUTPUT_SECONDS)
+# A video must show a picture within this many packets.
+FIRST_PICTURE_PACKETS = 300
+_MICROSECOND = Decimal("0.000001")
+_DECODE_LIMIT = Fraction(MAX_DECODED_SECONDS)
+_P = TypeVar("_P")
 
 
 class MediaError(ValueError):
@@ -29,10 +67,86 @@ class MediaError(ValueError):
 
 
 @dataclass(frozen=True)
+class Container:
+    """A file format as people know it, and the file names that may hold it."""
+
+    label: str
+    extensions: frozenset[str]
+    rename_to: str
+
+
+def _container(label: str, *extensions: str) -> Container:
+    return Container(label=label, extensions=frozenset(extensions), rename_to=extensions[0])
+
+
+_ISO_MEDIA = "mov,mp4,m4a,3gp,3g2,mj2"
+_MATROSKA = "matroska,webm"
+# The formats WaveSpeed documents as accepted, keyed by FFmpeg's demuxer name or Pillow's format.
+AUDIO_CONTAINERS: dict[str, Container] = {
+    "mp3": _container("MP3", "mp3"),
+    "wav": _container("WAV", "wav"),
+    "ogg": _container("Ogg", "ogg", "opus"),
+    "aac": _container("AAC (ADTS)", "aac"),
+    "flac": _container("FLAC", "flac"),
+    _MATROSKA: _container("WebM", "webm"),
+    _ISO_MEDIA: _container("MP4 audio (M4A)", "m4a", "aac"),
+}
+VIDEO_CONTAINERS: dict[str, Container] = {
+    _ISO_MEDIA: _container("MP4/QuickTime", "mp4", "mov", "m4v", "3gp"),
+    "avi": _container("AVI", "avi"),
+    "asf": _container("WMV", "wmv"),
+    "flv": _container("FLV", "flv"),
+    _MATROSKA: _container("WebM/Matroska", "webm", "mkv"),
+    "ogg": _container("Ogg video", "ogv"),
+}
+_JPEG = _container("JPEG", "jpg", "jpeg")
+IMAGE_FORMATS: dict[str, Container] = {
+    "JPEG": _JPEG,
+    "MPO": _JPEG,  # a camera's JPEG with extra pictures appended; Pillow opens it as MPO
+    "PNG": _container("PNG", "png"),
+    "WEBP": _container("WebP", "webp"),
+    "GIF": _container("GIF", "gif"),
+    "BMP": _container("BMP", "bmp"),
+    "TIFF": _container("TIFF", "tiff"),
+}
+_PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+CONTAINERS: dict[MediaKind, dict[str, Container]] = {
+    MediaKind.IMAGE: IMAGE_FORMATS,
+    MediaKind.AUDIO: AUDIO_CONTAINERS,
+    MediaKind.VIDEO: VIDEO_CONTAINERS,
+}
+EXTENSIONS: dict[MediaKind, frozenset[str]] = {
+    kind: frozenset().union(*(c.extensions for c in formats.values())) for kind, formats in CONTAINERS.items()
+}
+
+
+@dataclass(frozen=True)
 class Sniffed:
     kind: MediaKind | None
     extension: str | None
     mime: str | None
+
+
+@dataclass(frozen=True)
+class AudioLength:
+    """How long a recording plays, and what its header claimed."""
+
+    seconds: Decimal
+    claimed_seconds: Decimal | None
+    sample_rate: int
+    codec: str
+    container: str
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    """What the checks learnt about one input."""
+
+    kind: MediaKind
+    container: str
+    seconds: Decimal | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 def sniff(head: bytes) -> Sniffed:
@@ -53,9 +167,13 @@ def sniff(head: bytes) -> Sniffed:
     return Sniffed(kind=kind, extension=extension, mime=mime)
 
 
+def with_article(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def describe(sniffed: Sniffed, head: bytes) -> str:
     if sniffed.mime:
-        return f"a {sniffed.mime} file"
+        return with_article(f"{sniffed.mime} file")
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,48 +181,492 @@ def describe(sniffed: Sniffed, head: bytes) -> str:
     return "plain text"
 
 
-def check_kind(filename: str, expected: MediaKind, size: int, head: bytes) -> None:
-    """Refuse empty files, files of the wrong kind, and images whose bytes contradict their extension."""
-    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+def is_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut off by the sniff window is still text.
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
+
+
+def extension_of(filename: str) -> str:
+    return filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+
+
+def megabytes(size: int) -> str:
+    return f"{size / MEGABYTE:.1f} MB"
+
+
+def check_name_and_size(filename: str, expected: MediaKind, size: int) -> None:
+    """Refuse what the name and size alone rule out: an unsupported type, an empty or oversized file."""
+    extension = extension_of(filename)
     if extension not in EXTENSIONS[expected]:
         allowed = ", ".join(sorted(EXTENSIONS[expected]))
         raise MediaError(f"{filename}: .{extension or '(none)'} is not a supported {expected} type ({allowed})")
     if size == 0:
         raise MediaError(f"{filename} is empty (0 bytes)")
+    limit = MAX_BYTES[expected]
+    if size > limit:
+        raise MediaError(
+            f"{filename} is {megabytes(size)}; WaveSpeed accepts {expected} files up to {limit // MEGABYTE} MB "
+            f"({limit:,} bytes): {_smaller_advice[expected]}"
+        )
+
+
+_smaller_advice = {
+    MediaKind.IMAGE: "save it as JPEG or scale it down",
+    MediaKind.AUDIO: "export it as MP3, AAC or Opus, or split it",
+    MediaKind.VIDEO: "export it at a lower bitrate or resolution, or cut it shorter",
+}
+
+
+def check_head(filename: str, expected: MediaKind, head: bytes) -> None:
+    """Refuse bytes that are plainly something else (text, or media of another kind) before decoding."""
     sniffed = sniff(head)
-    # An MP4-family container holding only sound is common for .m4a/.aac files.
-    # AAC in an MP4 container sniffs as video, and raw ADTS AAC has no magic number filetype knows.
-    aac_family = expected is MediaKind.AUDIO and extension in {"m4a", "aac"} and sniffed.kind in {MediaKind.VIDEO, None}
-    if sniffed.kind is not expected and not aac_family:
+    if is_text(head) and sniffed.mime is None:
+        raise MediaError(f"{filename} is named as {expected} but its bytes are plain text")
+    other_kind = sniffed.kind is not None and sniffed.kind is not expected
+    # An MP4-family container sniffs as video even when it only holds sound, and the reverse.
+    sound_or_video = {sniffed.kind, expected} == {MediaKind.AUDIO, MediaKind.VIDEO}
+    if other_kind and not sound_or_video:
         raise MediaError(f"{filename} is named as {expected} but its bytes are {describe(sniffed, head)}")
-    if expected is MediaKind.IMAGE and sniffed.extension:
-        real = _SAME_FORMAT.get(sniffed.extension, sniffed.extension)
-        if real != _SAME_FORMAT.get(extension, extension):
-            raise MediaError(f"{filename} holds a {real.upper()} image; rename it to .{real} or convert it")
 
 
-def playing_seconds(fileobj: IO[bytes], filename: str) -> Decimal:
-    """Playing time read from the container or stream headers, exact to the microsecond."""
+def check_media(stream: BinaryIO, filename: str, expected: MediaKind, size: int) -> MediaFacts:
+    """Every check of one input, from its name to its last byte; raises ``MediaError`` for people.
+
+    ``stream`` must be seekable; nothing is read from it in one piece larger than its own reads ask.
+    """
+    check_name_and_size(filename, expected, size)
+    head = stream.read(SNIFF_BYTES)
+    stream.seek(0)
+    check_head(filename, expected, head)
+    if expected is MediaKind.IMAGE:
+        return check_image(stream, filename, head)
+    if expected is MediaKind.AUDIO:
+        length = measure_audio(stream, filename, head, checked=True)
+        return MediaFacts(kind=expected, container=length.container, seconds=length.seconds)
+    return check_video(stream, filename, head)
+
+
+def check_kind(filename: str, expected: MediaKind, size: int, head: bytes) -> None:
+    """The checks that need only a file's name, size and first bytes."""
+    check_name_and_size(filename, expected, size)
+    check_head(filename, expected, head)
+
+
+# ---- pictures ---------------------------------------------------------------------------------------
+
+
+def picture_problem(filename: str, width: int, height: int) -> str | None:
+    size = f"{width}x{height} px"
+    if min(width, height) < MIN_PICTURE_SIDE:
+        return (
+            f"{filename} is {size}; pictures need at least {MIN_PICTURE_SIDE} px on each side "
+            "(the model renders 480p or 720p): use a larger picture"
+        )
+    if max(width, height) > MAX_PICTURE_SIDE:
+        return (
+            f"{filename} is {size}; pictures may be at most {MAX_PICTURE_SIDE} px on each side: "
+            "scale it down (the model renders at most 1280x720)"
+        )
+    if width * height > MAX_PICTURE_PIXELS:
+        return (
+            f"{filename} is {size} ({width * height / 1e6:.1f} megapixels); pictures may have at most "
+            f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels: scale it down (the model renders at most 1280x720)"
+        )
+    return None
+
+
+def _wrong_bytes(filename: str, expected: MediaKind, head: bytes) -> MediaError:
+    sniffed = sniff(head)
+    if sniffed.kind is expected:
+        return MediaError(f"{filename} could not be read as {expected}: its bytes are damaged; export it again")
+    return MediaError(f"{filename} is named as {expected} but its bytes are {describe(sniffed, head)}")
+
+
+def _same_format_or_refuse(filename: str, found: Container, kind_word: str) -> None:
+    extension = extension_of(filename)
+    if extension not in found.extensions:
+        raise MediaError(
+            f"{filename} holds {with_article(found.label)} {kind_word}; rename it to .{found.rename_to} or convert it"
+        )
+
+
+def check_image(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFacts:
+    """Pixel size from the header first, then a full decode: a picture must be whole to be sent."""
+    Image.init()
+    with warnings.catch_warnings():
+        # Pillow's own bomb warning and its complaints about odd metadata: the limits here decide.
+        warnings.simplefilter("ignore")
+        try:
+            picture = Image.open(stream, formats=_PILLOW_FORMATS)
+        except Image.DecompressionBombError as exc:
+            raise MediaError(
+                f"{filename} declares more pixels than any picture may have ({exc}); pictures may have at most "
+                f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels and {MAX_PICTURE_SIDE} px on each side"
+            ) from exc
+        except (BotoCoreError, ClientError):
+            raise
+        except Exception as exc:  # any failure to identify hostile bytes is a refusal
+            raise _wrong_bytes(filename, MediaKind.IMAGE, head) from exc
+        with picture:
+            image_format = str(picture.format)
+            width, height = picture.size
+            found = IMAGE_FORMATS[image_format]
+            _same_format_or_refuse(filename, found, "image")
+            if problem := picture_problem(filename, width, height):
+                raise MediaError(problem)
+            _decode_whole_picture(picture, stream, filename, found)
+    return MediaFacts(kind=MediaKind.IMAGE, container=found.label, width=width, height=height)
+
+
+def _decode_whole_picture(picture: Image.Image, stream: BinaryIO, filename: str, found: Container) -> None:
+    damaged = f"{filename} is not a whole {found.label} image: the file is truncated or damaged; export it again"
     try:
-        audio = mutagen.File(fileobj)
-    except Exception as exc:
-        raise MediaError(f"{filename} could not be read as audio: {exc}") from exc
-    if audio is None or getattr(audio, "info", None) is None:
-        raise MediaError(f"{filename} could not be read as audio: unrecognised format")
-    length = float(getattr(audio.info, "length", 0.0) or 0.0)
-    if length <= 0:
-        raise MediaError(f"{filename} has no playable sound (length 0 s)")
-    return Decimal(str(round(length, 6)))
+        if picture.format in ("JPEG", "MPO"):
+            # Decode every block at 1/8 scale: all the bytes are read, a fraction of the memory used.
+            picture.draft("RGB", (1, 1))
+        picture.load()
+        if picture.format == "PNG":
+            # Loading stops after the pixels; checking every chunk's CRC up to IEND finds a cut-off end.
+            stream.seek(0)
+            with Image.open(stream, formats=("PNG",)) as again:
+                again.verify()
+    except (BotoCoreError, ClientError):
+        raise
+    except Exception as exc:  # decoders raise many types on damaged bytes
+        detail = str(exc).strip() or type(exc).__name__
+        raise MediaError(f"{damaged} ({detail})") from exc
+
+
+# ---- sound and video --------------------------------------------------------------------------------
+
+
+class _Unnamed:
+    """A stream without a name, so FFmpeg identifies a file by its bytes and never by its extension."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(min(size, READ_CAP_BYTES) if size >= 0 else READ_CAP_BYTES)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+def _open_container(stream: IO[bytes], filename: str, expected: MediaKind, head: bytes) -> InputContainer:
+    stream.seek(0)
+    try:
+        return av.open(_Unnamed(stream), mode="r", buffer_size=64 * 1024)
+    except av.FFmpegError as exc:
+        sniffed = sniff(head)
+        if sniffed.kind not in (None, MediaKind.AUDIO, MediaKind.VIDEO):
+            raise MediaError(f"{filename} is named as {expected} but its bytes are {describe(sniffed, head)}") from exc
+        if expected is MediaKind.AUDIO:
+            raise MediaError(
+                f"{filename} has no playable sound: its bytes could not be decoded as audio ({_reason(exc)}); "
+                "export it again as MP3, WAV, M4A, Ogg, Opus, FLAC or WebM"
+            ) from exc
+        raise MediaError(
+            f"{filename} holds no playable video: its bytes could not be decoded ({_reason(exc)}); "
+            "export it again as MP4, MOV, WebM or another accepted format"
+        ) from exc
+
+
+def _reason(exc: av.FFmpegError) -> str:
+    return str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
+
+
+def _accepted_container(container: InputContainer, filename: str, expected: MediaKind) -> Container:
+    name = container.format.name
+    accepted = CONTAINERS[expected]
+    if name not in accepted:
+        if name.endswith("_pipe") or name in ("image2", "gif", "webp"):
+            raise MediaError(f"{filename} is named as {expected} but its bytes are a picture ({name})")
+        other = AUDIO_CONTAINERS.get(name) if expected is MediaKind.VIDEO else VIDEO_CONTAINERS.get(name)
+        if other is not None:
+            raise MediaError(f"{filename} is named as {expected} but its bytes are {with_article(other.label)} file")
+        labels = ", ".join(sorted({c.label for c in accepted.values()}))
+        raise MediaError(
+            f"{filename} holds {container.format.long_name or name}, which WaveSpeed does not take as {expected}; "
+            f"convert it to one of: {labels}"
+        )
+    found = accepted[name]
+    _same_format_or_refuse(filename, found, "audio" if expected is MediaKind.AUDIO else "video")
+    return found
+
+
+def seconds_text(value: Fraction | Decimal) -> str:
+    return f"{float(value):.2f} s"
+
+
+def as_decimal(value: Fraction) -> Decimal:
+    return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(_MICROSECOND, rounding=ROUND_HALF_UP)
+
+
+def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: bool = False) -> AudioLength:
+    """Decode the first sound track to its end; ``checked`` also holds the container to WaveSpeed's list.
+
+    The length is the samples decoded, cut back to the container's declared length where the
+    decoder's surplus is no more than one frame (encoder padding the container tells players to drop).
+    A declared length more than one frame (plus 50 ms) beyond what decodes is refused: the bytes
+    cannot play what the header promises.
+    """
+    if not head:
+        head = stream.read(SNIFF_BYTES)
+    container = _open_container(stream, filename, MediaKind.AUDIO, head)
+    with container:
+        label = _accepted_container(container, filename, MediaKind.AUDIO).label if checked else container.format.name
+        audio = _first_audio(container)
+        if audio is None:
+            raise MediaError(f"{filename} has no playable sound: it holds no audio track")
+        for other in container.streams:
+            if other.index != audio.index:
+                other.discard = av.stream.Discard.all
+        codec = audio.codec_context.name
+        claimed = _declared_seconds(container, audio, stream)
+        played, frame = _decoded_seconds(container, audio, filename)
+    if played <= 0:
+        raise MediaError(f"{filename} has no playable sound (it plays 0 s); export it again")
+    tolerance = frame + LENGTH_SLACK_SECONDS
+    if claimed is not None and played < claimed - tolerance:
+        raise MediaError(
+            f"{filename} claims to play {seconds_text(claimed)} but its bytes play only {seconds_text(played)}: "
+            "the file is truncated or damaged; export it again"
+        )
+    if claimed is not None and claimed < played <= claimed + tolerance:
+        played = claimed
+    return AudioLength(
+        seconds=as_decimal(played),
+        claimed_seconds=as_decimal(claimed) if claimed is not None else None,
+        sample_rate=audio.sample_rate,
+        codec=codec,
+        container=label,
+    )
+
+
+def playing_seconds(fileobj: BinaryIO, filename: str) -> Decimal:
+    """How long a file's sound plays, decoded, whatever its container (an output video's, too)."""
+    return measure_audio(fileobj, filename).seconds
+
+
+def _first_audio(container: InputContainer) -> AudioStream | None:
+    return container.streams.audio[0] if container.streams.audio else None
+
+
+def _decoded_seconds(container: InputContainer, audio: AudioStream, filename: str) -> tuple[Fraction, Fraction]:
+    """Seconds decoded and the longest frame. Damaged packets are skipped, as players skip them."""
+    played = Fraction(0)
+    longest = Fraction(0)
+    for packet in _readable(container.demux(audio)):
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            continue
+        for frame in frames:
+            rate = frame.sample_rate or audio.sample_rate
+            if not rate:
+                continue
+            length = Fraction(frame.samples, rate)
+            played += length
+            longest = max(longest, length)
+        if played > _DECODE_LIMIT:
+            raise MediaError(
+                f"{filename} plays longer than {MAX_DECODED_SECONDS} s; the limit is {MAX_OUTPUT_SECONDS} s "
+                "(10 minutes) per job. Split it into shorter jobs."
+            )
+    if audio.codec_context.name.startswith("pcm_") and audio.sample_rate:
+        longest = Fraction(1, audio.sample_rate)
+    return played, longest
+
+
+def _readable(packets: Iterator[_P]) -> Iterator[_P]:
+    """Packets up to the first the container cannot read: what comes before is what plays."""
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError:
+            return
+        yield packet
+
+
+def _declared_seconds(container: InputContainer, audio: AudioStream, stream: IO[bytes]) -> Fraction | None:
+    """The length the file's own header declares, or ``None`` where FFmpeg only estimates one.
+
+    MP3 declares a length only in a Xing, Info or VBRI frame, and ADTS AAC never: otherwise FFmpeg
+    guesses from the bitrate. WAV is read here, since FFmpeg trims a WAV's declared size to the file.
+    """
+    name = container.format.name
+    if name == "aac":
+        return None
+    if name == "wav":
+        return wav_declared_seconds(stream)
+    if name == "mp3" and not mp3_declares_length(stream):
+        return None
+    if audio.duration is not None and audio.duration > 0 and audio.time_base is not None:
+        return Fraction(audio.duration) * audio.time_base
+    if container.duration is not None and container.duration > 0 and len(container.streams) == 1:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+_WAV_PCM_TAGS = {0x0001, 0x0003, 0xFFFE}
+
+
+def wav_declared_seconds(stream: IO[bytes]) -> Fraction | None:
+    """The data chunk's size over the byte rate, for PCM; ``None`` for a size written as unknown."""
+    stream.seek(0)
+    riff = stream.read(12)
+    if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+        return None
+    byte_rate = 0
+    position = 12
+    for _ in range(64):
+        stream.seek(position)
+        header = stream.read(8)
+        if len(header) < 8:
+            return None
+        chunk, size = header[:4], struct.unpack("<I", header[4:])[0]
+        if chunk == b"fmt ":
+            fmt = stream.read(16)
+            if len(fmt) < 16:
+                return None
+            tag, _, _, byte_rate = struct.unpack("<HHII", fmt[:12])
+            if tag not in _WAV_PCM_TAGS:
+                return None
+        elif chunk == b"data":
+            if not byte_rate or size in (0, 0xFFFFFFFF):
+                return None
+            return Fraction(size, byte_rate)
+        position += 8 + size + (size & 1)
+    return None
+
+
+_XING_OFFSETS = (13, 21, 36)
+
+
+def mp3_declares_length(stream: IO[bytes]) -> bool:
+    """Whether the first MPEG audio frame is a Xing/Info/VBRI frame, which counts the file's frames."""
+    stream.seek(0)
+    start = 0
+    tag = stream.read(10)
+    if len(tag) == 10 and tag[:3] == b"ID3":
+        size = (tag[6] << 21) | (tag[7] << 14) | (tag[8] << 7) | tag[9]
+        start = 10 + size + (10 if tag[5] & 0x10 else 0)
+    stream.seek(start)
+    window = stream.read(8_192)
+    for offset in range(len(window) - 1):
+        if window[offset] == 0xFF and window[offset + 1] & 0xE0 == 0xE0:
+            frame = window[offset : offset + 64]
+            return any(frame[at : at + 4] in (b"Xing", b"Info") for at in _XING_OFFSETS) or frame[36:40] == b"VBRI"
+    return False
+
+
+def check_video(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFacts:
+    """A video must show a picture of a usable size, and its bytes must reach its declared end."""
+    if not head:
+        head = stream.read(SNIFF_BYTES)
+    container = _open_container(stream, filename, MediaKind.VIDEO, head)
+    with container:
+        found = _accepted_container(container, filename, MediaKind.VIDEO)
+        video = next(
+            (v for v in container.streams.video if not v.disposition & av.stream.Disposition.attached_pic), None
+        )
+        if video is None:
+            raise MediaError(f"{filename} holds no video track; for a still picture, drop it as image")
+        for other in container.streams:
+            if other.index != video.index:
+                other.discard = av.stream.Discard.all
+        width, height = video.codec_context.width, video.codec_context.height
+        if width and height and (problem := picture_problem(filename, width, height)):
+            raise MediaError(problem)
+        declared = _video_declared_seconds(container, video)
+        shown, reached = _video_reach(container, video)
+    if shown is None:
+        raise MediaError(f"{filename} holds no playable video: its pictures could not be decoded; export it again")
+    width, height = shown
+    if problem := picture_problem(filename, width, height):
+        raise MediaError(problem)
+    rate = video.average_rate or video.guessed_rate
+    frame = Fraction(1, int(rate)) if rate and int(rate) > 0 else Fraction(1, 10)
+    if declared is not None and reached < declared - frame - 2 * LENGTH_SLACK_SECONDS:
+        raise MediaError(
+            f"{filename} claims to play {seconds_text(declared)} but its bytes hold only {seconds_text(reached)} "
+            "of video: the file is truncated or damaged; export it again"
+        )
+    return MediaFacts(
+        kind=MediaKind.VIDEO,
+        container=found.label,
+        seconds=as_decimal(min(reached, declared or reached)),
+        width=width,
+        height=height,
+    )
+
+
+def _video_declared_seconds(container: InputContainer, video: VideoStream) -> Fraction | None:
+    if video.duration is not None and video.duration > 0 and video.time_base is not None:
+        return Fraction(video.duration) * video.time_base
+    if container.duration is not None and container.duration > 0:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+def _video_reach(container: InputContainer, video: VideoStream) -> tuple[tuple[int, int] | None, Fraction]:
+    """The first picture's size (``None`` if none decodes early on) and how far the packets reach."""
+    shown: tuple[int, int] | None = None
+    reached = Fraction(0)
+    start: Fraction | None = None
+    interval = Fraction(1, int(video.average_rate)) if video.average_rate and int(video.average_rate) > 0 else None
+    for count, packet in enumerate(_readable(container.demux(video))):
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        if stamp is not None and packet.time_base is not None:
+            at = Fraction(stamp) * packet.time_base
+            start = at if start is None else min(start, at)
+            length = Fraction(packet.duration) * packet.time_base if packet.duration else (interval or Fraction(0))
+            reached = max(reached, at + length)
+        if shown is None:
+            if count >= FIRST_PICTURE_PACKETS:
+                break
+            try:
+                for frame in packet.decode():
+                    shown = (frame.width, frame.height)
+                    break
+            except av.FFmpegError:
+                continue
+    return shown, reached - (start or Fraction(0))
+
+
+# ---- reading from S3 --------------------------------------------------------------------------------
 
 
 class S3ObjectReader(io.RawIOBase):
-    """A seekable view of an S3 object through ranged GETs: headers are read, the rest is skipped."""
+    """A seekable view of one S3 object version through ranged GETs, none larger than ``READ_CAP_BYTES``.
 
-    def __init__(self, client: S3Client, bucket: str, key: str, size: int) -> None:
+    With ``etag`` every GET asks for exactly that version (If-Match): the bytes checked are the bytes
+    the job was made from, or the read fails with S3's 412.
+    """
+
+    def __init__(self, client: S3Client, bucket: str, key: str, size: int, etag: str | None = None) -> None:
         super().__init__()
         self._client, self._bucket, self._key, self._size = client, bucket, key, size
+        self._etag = etag
         self._position = 0
-        self.name = key
 
     def readable(self) -> bool:
         return True
@@ -123,14 +685,28 @@ class S3ObjectReader(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         if self._position >= self._size or len(buffer) == 0:
             return 0
-        end = min(self._size, self._position + len(buffer)) - 1
-        response = self._client.get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={self._position}-{end}")
+        end = min(self._size, self._position + len(buffer), self._position + READ_CAP_BYTES) - 1
+        request = {"Bucket": self._bucket, "Key": self._key, "Range": f"bytes={self._position}-{end}"}
+        if self._etag:
+            request["IfMatch"] = f'"{self._etag}"'
+        response = self._client.get_object(**request)  # type: ignore[arg-type]
         data = response["Body"].read()
         buffer[: len(data)] = data
         self._position += len(data)
         return len(data)
 
+    def readall(self) -> bytes:
+        """The rest of the object in blocks of ``READ_BLOCK_BYTES`` (io's default would be 8 KiB GETs)."""
+        parts: list[bytes] = []
+        while self._position < self._size:
+            block = bytearray(min(READ_BLOCK_BYTES, self._size - self._position))
+            count = self.readinto(block)
+            if count == 0:
+                break
+            parts.append(bytes(block[:count]))
+        return b"".join(parts)
 
-def open_s3_object(client: S3Client, bucket: str, key: str, size: int) -> BinaryIO:
-    """Buffered so that header parsers' many small reads cost a few ranged GETs."""
-    return io.BufferedReader(S3ObjectReader(client, bucket, key, size), buffer_size=64 * 1024)
+
+def open_s3_object(client: S3Client, bucket: str, key: str, size: int, etag: str | None = None) -> BinaryIO:
+    """Buffered so that parsers' many small reads cost one GET per ``READ_BLOCK_BYTES``."""
+    return io.BufferedReader(S3ObjectReader(client, bucket, key, size, etag), buffer_size=READ_BLOCK_BYTES)

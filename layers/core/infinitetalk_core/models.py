@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -140,6 +141,8 @@ class JobStatus(StrEnum):
     SUBMITTING = "submitting"  # a submit POST may be in flight
     SUBMITTED = "submitted"  # WaveSpeed accepted it; waiting for the webhook
     UNCERTAIN = "uncertain"  # the submit answer was lost; a task may exist
+    # WaveSpeed's history lists tasks this job may own that cannot be told apart; never guessed
+    HELD = "held"
     REPORTED = "reported"  # WaveSpeed says it finished; the fetch is queued
     DELIVERED = "delivered"  # outputs are in the bucket and the charge is in the ledger
     FAILED = "failed"  # WaveSpeed failed it, refused it, or its submission could not be settled
@@ -156,6 +159,8 @@ class FailureKind(StrEnum):
     GENERATION_FAILED = "generation_failed"
     SUBMIT_UNKNOWN = "submit_unknown"
     DELIVERY_FAILED = "delivery_failed"
+    SUBMIT_FAILED = "submit_failed"  # every submission's answer lost, and the history proves no task was made
+    RESULT_UNREADABLE = "result_unreadable"  # a task exists, but its result could not be read for too long
 
 
 class Job(BaseModel):
@@ -185,7 +190,17 @@ class Job(BaseModel):
     nsfw_flags: list[bool] = Field(default_factory=list)
     inference_ms: int | None = None
     submit_attempts: int = 0
+    # The span of the latest submission run, which the task its POST may have made was created in.
+    submit_started_at: Timestamp | None = None
+    submit_ended_at: Timestamp | None = None
+    # Submissions sent again because WaveSpeed's history proved the earlier ones made no task.
+    resubmissions: int = 0
+    # Since when the result endpoint has failed for this submitted job (cleared by a readable answer).
+    result_unreadable_since: Timestamp | None = None
     event_published: bool = False
+    # Made with the row and carried only in the webhook URL given to WaveSpeed for this job: a signed
+    # delivery moves this job only when it came to that URL. Never logged, published or written to a file.
+    webhook_token: str = Field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
 
 class LedgerEntry(BaseModel):

@@ -9,20 +9,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlencode
 
 import httpx
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from pydantic import BaseModel
 
 from . import clients
+from .credentials import require_api_key
 from .events import EventPublisher
 from .models import FailureKind, Job, JobStatus, iso, utc_now
 from .observability import logger
+from .outbound import OutputDownloader
 from .repository import JobRepository, StaleTransition
 from .settings import Settings, get_settings
 from .storage import MediaBucket, outputs_prefix
 from .wavespeed import WaveSpeedClient
+from .webhooks import webhook_query
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -103,13 +105,16 @@ class Pipeline:
     events: EventPublisher
     queues: Queues
     webhook_secret: Callable[[], str]
+    # The WaveSpeed API key as stored; raises ``CredentialNotSet`` while the secret holds a placeholder.
+    api_key: Callable[[], str]
     clock: Callable[[], datetime] = field(default=utc_now)
     sleep: Callable[[float], None] = field(default=time.sleep)
 
-    def webhook_url_for(self, job_id: str) -> str:
-        """The callback URL carries the job id, so a task created by a lost answer still finds its job."""
+    def webhook_url_for(self, job: Job) -> str:
+        """The callback URL names the job, so a task created by a lost answer still finds it, and carries
+        the job's token: the signature covers only the body, so the token is what binds a delivery to its job."""
         separator = "&" if "?" in self.settings.webhook_url else "?"
-        return f"{self.settings.webhook_url}{separator}{urlencode({'job': job_id})}"
+        return f"{self.settings.webhook_url}{separator}{webhook_query(job.job_id, job.webhook_token)}"
 
     def write_error(self, job: Job, problems: list[str], what_to_do: str) -> str:
         key = outputs_prefix(job.job_name) + ERROR_FILE
@@ -185,29 +190,46 @@ def secret_reader(provider: SecretsProvider, secret_id: str, max_age: int) -> Ca
             value = value.decode()
         text = str(value).strip()
         if text.startswith("{"):
-            # A JSON secret as the console writes it: take its only value.
-            parsed = json.loads(text)
-            text = str(next(iter(parsed.values())))
+            # A JSON secret as the console writes it: take its only value. Anything else is
+            # returned as it is, for the credential checks to refuse by name.
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                return text
+            if isinstance(parsed, dict) and len(parsed) == 1:
+                text = str(next(iter(parsed.values()))).strip()
         return text
 
     return read
 
 
+def checked_secret(read: Callable[[], str], check: Callable[[str], str]) -> Callable[[], str]:
+    """A secret reader that never hands out a placeholder: ``check`` raises ``CredentialNotSet`` instead."""
+
+    def read_checked() -> str:
+        return check(read())
+
+    return read_checked
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
     secrets = SecretsProvider(boto3_client=clients.secrets_client())
-    http = httpx.Client(timeout=httpx.Timeout(settings.http_timeout_seconds, connect=5.0), follow_redirects=True)
+    api_key = checked_secret(
+        secret_reader(secrets, settings.api_key_secret_id, settings.secret_max_age_seconds), require_api_key
+    )
+    timeout = httpx.Timeout(settings.http_timeout_seconds, connect=5.0)
+    # The API client never follows a redirect, so the key goes to the base URL only; no proxy from the environment.
+    http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+    outputs = OutputDownloader.build(settings.output_policy, timeout)
     return Pipeline(
         settings=settings,
         jobs=JobRepository(clients.dynamodb_client(), settings.jobs_table, settings.ledger_table),
         bucket=MediaBucket(clients.s3_client(), settings.media_bucket),
-        wavespeed=WaveSpeedClient(
-            settings.wavespeed_base_url,
-            secret_reader(secrets, settings.api_key_secret_id, settings.secret_max_age_seconds),
-            http,
-        ),
+        wavespeed=WaveSpeedClient(settings.wavespeed_base_url, api_key, http, outputs=outputs),
         events=EventPublisher(clients.events_client(), settings.event_bus_name),
         queues=Queues(clients.sqs_client(), settings.submit_queue_url, settings.fetch_queue_url),
         webhook_secret=secret_reader(secrets, settings.webhook_secret_id, settings.secret_max_age_seconds),
+        api_key=api_key,
     )
 
 

@@ -2,6 +2,7 @@
 
 Each status a job can stall in has one remedy: ask WaveSpeed about overdue webhooks, re-queue
 lost submits and fetches, and settle submissions whose outcome stayed unknown past the grace period.
+Jobs waiting for the API key stay put while it is still a placeholder and are re-queued once it is set.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cache
 
 from .callbacks import WebhookOutcome, record_prediction
+from .credentials import CredentialNotSet
 from .models import FailureKind, Job, JobStatus
 from .observability import logger, metrics
 from .pipeline import Pipeline, ResumeJob
-from .submission import mark_uncertain
+from .submission import api_key_missing, is_waiting_for_api_key, mark_uncertain
 from .wavespeed import TaskUnavailable, WaveSpeedError
 
 
@@ -24,10 +27,11 @@ def reconcile(pipeline: Pipeline) -> dict[str, int]:
     overdue = now - timedelta(seconds=settings.webhook_overdue_seconds)
     stalled = now - timedelta(seconds=settings.submit_stall_seconds)
     counts: Counter[str] = Counter()
+    key_missing = cache(lambda: api_key_missing(pipeline))  # read once per sweep, and only if needed
     remedies: list[tuple[JobStatus, datetime, Callable[[Job], str]]] = [
         (JobStatus.SUBMITTED, overdue, lambda job: ask_wavespeed(job, pipeline)),
         (JobStatus.REPORTED, overdue, lambda job: requeue_fetch(job, pipeline)),
-        (JobStatus.RECEIVED, stalled, lambda job: requeue_submit(job, pipeline)),
+        (JobStatus.RECEIVED, stalled, lambda job: requeue_submit(job, pipeline, key_missing)),
         (JobStatus.SUBMITTING, stalled, lambda job: give_up_on_answer(job, pipeline)),
         (JobStatus.UNCERTAIN, now - timedelta(seconds=settings.submit_grace_seconds), lambda j: settle(j, pipeline)),
     ]
@@ -51,6 +55,9 @@ def ask_wavespeed(job: Job, pipeline: Pipeline) -> str:
     assert job.task_id is not None
     try:
         prediction = pipeline.wavespeed.result(job.task_id)
+    except CredentialNotSet:
+        logger.warning("cannot ask WaveSpeed: the API key is not set", extra={"job_id": job.job_id})
+        return "waiting_for_api_key"
     except TaskUnavailable as exc:
         # WaveSpeed no longer knows the task (results expire): the fetch path settles it once.
         logger.warning("WaveSpeed refuses the task's result", extra={"job_id": job.job_id, "error": str(exc)})
@@ -69,7 +76,15 @@ def requeue_fetch(job: Job, pipeline: Pipeline) -> str:
     return "fetch_requeued"
 
 
-def requeue_submit(job: Job, pipeline: Pipeline) -> str:
+def requeue_submit(job: Job, pipeline: Pipeline, key_missing: Callable[[], bool]) -> str:
+    """Send a stalled job back to submit, unless it already waits for a key that is still not set.
+
+    A waiting job is counted each sweep (the alarm's metric), but not re-queued: that would only
+    make it wait again. A stalled job not yet marked as waiting goes to submit, which marks it.
+    """
+    if is_waiting_for_api_key(job) and key_missing():
+        metrics.add_metric(name="SubmitWaitingForApiKey", unit="Count", value=1)
+        return "waiting_for_api_key"
     pipeline.queues.send_submit(ResumeJob(job_id=job.job_id))
     return "submit_requeued"
 

@@ -1,4 +1,4 @@
-"""DynamoDB access: job rows, the ledger, month totals and seen webhooks.
+"""DynamoDB access: job rows, the ledger, month totals, task charges and accepted webhooks.
 
 Every state change is a conditional write from a known status, and every money movement
 happens in the same transaction as the status change that justifies it.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from .billing import Charge
 from .models import FailureKind, Job, JobStatus, LedgerEntry, MonthTotal, iso, utc_now
+from .webhooks import token_digest
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -29,6 +31,10 @@ STATUS_INDEX = "StatusIndex"
 NAME_INDEX = "NameIndex"
 WEBHOOK_TTL_SECONDS = 7 * 24 * 3600
 TOTAL_ALL = "TOTAL#ALL"
+# The ledger's item per WaveSpeed task: which job holds the task, and its one charge.
+TASK_CHARGE = "CHARGE"
+# Stored beside the job's webhook token; conditions compare this, never the token itself.
+TOKEN_DIGEST_ATTRIBUTE = "webhook_token_sha256"  # noqa: S105 - an attribute name
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -44,6 +50,37 @@ class DuplicateJob(Exception):
 
 class BudgetExceeded(Exception):
     """The estimate would take the month's committed spend over the budget."""
+
+
+class TaskAlreadyCharged(StaleTransition):
+    """Another job holds this WaveSpeed task's charge: settling this job would charge the task twice."""
+
+    def __init__(self, task_id: str, owner_job_id: str | None) -> None:
+        super().__init__(f"task {task_id} is already charged to job {owner_job_id or '(unknown)'}")
+        self.task_id = task_id
+        self.owner_job_id = owner_job_id
+
+
+@dataclass(frozen=True)
+class DeliveryProof:
+    """What a webhook brings besides its signature: its delivery id, and the token of the URL it came to."""
+
+    webhook_id: str
+    token: str
+
+
+class ReportNotRecorded(Exception):
+    """A finished task was not recorded for the job; the fields say what stood in the way, without a read.
+
+    ``job_refused``: the job row's condition failed; ``current`` is that row as it was (``None`` when
+    there is no such job). ``webhook_seen``: the delivery id was accepted before.
+    """
+
+    def __init__(self, job_refused: bool, current: Job | None, webhook_seen: bool) -> None:
+        super().__init__("report not recorded")
+        self.job_refused = job_refused
+        self.current = current
+        self.webhook_seen = webhook_seen
 
 
 def _attrs(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,6 +132,19 @@ def _is_conditional_failure(exc: ClientError) -> bool:
 def _cancellation_codes(exc: ClientError) -> list[str]:
     reasons = exc.response.get("CancellationReasons", [])
     return [str(reason.get("Code", "None")) for reason in reasons]
+
+
+def _cancellation_item(exc: ClientError, index: int) -> dict[str, Any] | None:
+    """The item as it was when its condition failed (asked for with ``ReturnValuesOnConditionCheckFailure``)."""
+    reasons = exc.response.get("CancellationReasons", [])
+    if index >= len(reasons):
+        return None
+    item: dict[str, Any] | None = reasons[index].get("Item")  # type: ignore[assignment]
+    return item or None
+
+
+def task_key(task_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"TASK#{task_id}"}, "sk": {"S": TASK_CHARGE}}
 
 
 class JobRepository:
@@ -237,10 +287,7 @@ class JobRepository:
         ``only_if_failure`` narrows a move out of FAILED to failures of that kind.
         """
         update, condition, names, values = self._update_parts(to, from_statuses, changes)
-        if only_if_failure is not None:
-            condition = f"({condition} AND (#status <> :failed OR failure_kind = :fk))"
-            values[":failed"] = {"S": JobStatus.FAILED.value}
-            values[":fk"] = {"S": only_if_failure.value}
+        condition = self._narrow_failure(condition, values, only_if_failure)
         try:
             result = self._client.update_item(
                 TableName=self._jobs,
@@ -256,6 +303,96 @@ class JobRepository:
                 raise StaleTransition(f"{job.job_id} is no longer {', '.join(s.value for s in from_statuses)}") from exc
             raise
         return Job.model_validate(_plain(result["Attributes"]))
+
+    def report_task(
+        self,
+        job_id: str,
+        task_id: str,
+        model: str,
+        from_statuses: Iterable[JobStatus],
+        *,
+        only_if_failure: FailureKind | None = None,
+        proof: DeliveryProof | None = None,
+    ) -> None:
+        """Record that the job's task finished (status REPORTED) in one conditional write, with no read first.
+
+        The condition holds the whole rule: a status the report may move, no other task, the job's
+        model and, for a webhook's ``proof``, the job's token. The delivery id is remembered in the
+        same transaction, so only an accepted delivery uses up its id. ``ReportNotRecorded`` otherwise.
+        """
+        update, condition, names, values = self._update_parts(
+            JobStatus.REPORTED,
+            from_statuses,
+            {"task_id": task_id, "failure_kind": None, "error": None, "event_published": False},
+        )
+        clauses = [self._narrow_failure(condition, values, only_if_failure)]
+        clauses.append("(attribute_not_exists(task_id) OR task_id = :task)")
+        values[":task"] = {"S": task_id}
+        if model:
+            names.update({"#spec": "spec", "#model": "model"})
+            clauses.append("#spec.#model = :model")
+            values[":model"] = {"S": model}
+        if proof is not None:
+            names["#token"] = TOKEN_DIGEST_ATTRIBUTE
+            clauses.insert(0, "#token = :token")
+            values[":token"] = {"S": token_digest(proof.token)}
+        job_update: dict[str, Any] = {
+            "TableName": self._jobs,
+            "Key": job_key(job_id),
+            "UpdateExpression": update,
+            "ConditionExpression": " AND ".join(clauses),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if proof is None:
+            try:
+                self._client.update_item(**job_update)
+            except ClientError as exc:
+                if _is_conditional_failure(exc):
+                    old: Any = exc.response.get("Item")
+                    raise ReportNotRecorded(True, self._job_or_none(old), False) from exc
+                raise
+            return
+        marker = _attrs(
+            {
+                "pk": f"WEBHOOK#{proof.webhook_id}",
+                "expires_at": int(time.time()) + WEBHOOK_TTL_SECONDS,
+                "job_id": job_id,
+                "task_id": task_id,
+            }
+        )
+        items: list[TransactWriteItemTypeDef] = [
+            {"Update": job_update},  # type: ignore[typeddict-item]
+            {"Put": {"TableName": self._jobs, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
+        ]
+        try:
+            self._transact(items)
+        except ClientError as exc:
+            codes = [*_cancellation_codes(exc), "None", "None"]
+            if "ConditionalCheckFailed" not in codes:
+                raise
+            job_refused = codes[0] == "ConditionalCheckFailed"
+            current = self._job_or_none(_cancellation_item(exc, 0)) if job_refused else None
+            raise ReportNotRecorded(job_refused, current, codes[1] == "ConditionalCheckFailed") from exc
+
+    def claim_task(self, task_id: str, job_id: str) -> str:
+        """Hold a WaveSpeed task for one job before anything is fetched for it; returns the job that holds it."""
+        try:
+            self._client.update_item(
+                TableName=self._ledger,
+                Key=task_key(task_id),
+                UpdateExpression="SET job_id = :job, claimed_at = if_not_exists(claimed_at, :now)",
+                ConditionExpression="attribute_not_exists(pk) OR job_id = :job",
+                ExpressionAttributeValues=_attrs({":job": job_id, ":now": iso(utc_now())}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                holder = _plain(exc.response.get("Item") or {}).get("job_id")  # type: ignore[arg-type]
+                return str(holder or "")
+            raise
+        return job_id
 
     def settle(
         self,
@@ -332,31 +469,39 @@ class JobRepository:
                     }
                 }
             )
+            # At most one charge per WaveSpeed task, whichever job it is settled for.
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._ledger,
+                        "Key": task_key(entry.task_id),
+                        "UpdateExpression": "SET job_id = :job, #m = :m, charged_micros = :x, charged_at = :at",
+                        "ConditionExpression": "attribute_not_exists(pk) "
+                        "OR (job_id = :job AND attribute_not_exists(charged_micros))",
+                        "ExpressionAttributeNames": {"#m": "month"},
+                        "ExpressionAttributeValues": _attrs(
+                            {
+                                ":job": job.job_id,
+                                ":m": entry.month,
+                                ":x": entry.charged_micros,
+                                ":at": iso(entry.recorded_at),
+                            }
+                        ),
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                }
+            )
         try:
             self._transact(items)
         except ClientError as exc:
-            if "ConditionalCheckFailed" in _cancellation_codes(exc):
-                raise StaleTransition(f"{job.job_id} was settled already") from exc
-            raise
-
-    def remember_webhook(self, webhook_id: str) -> bool:
-        """Record a delivery id; ``False`` when it was seen before (a replay)."""
-        try:
-            self._client.put_item(
-                TableName=self._jobs,
-                Item=_attrs({"pk": f"WEBHOOK#{webhook_id}", "expires_at": int(time.time()) + WEBHOOK_TTL_SECONDS}),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
-
-    def webhook_seen(self, webhook_id: str) -> bool:
-        return "Item" in self._client.get_item(
-            TableName=self._jobs, Key={"pk": {"S": f"WEBHOOK#{webhook_id}"}}, ConsistentRead=True
-        )
+            codes = _cancellation_codes(exc)
+            if "ConditionalCheckFailed" not in codes:
+                raise
+            # The job's own condition first: a job settled already is a repeat, whatever else failed.
+            if entry is not None and codes[0] != "ConditionalCheckFailed" and codes[-1] == "ConditionalCheckFailed":
+                holder = _plain(_cancellation_item(exc, len(items) - 1) or {}).get("job_id")
+                raise TaskAlreadyCharged(entry.task_id, str(holder) if holder else None) from exc
+            raise StaleTransition(f"{job.job_id} was settled already") from exc
 
     # ---- helpers -----------------------------------------------------------------------
     def _transact(self, items: list[TransactWriteItemTypeDef], attempts: int = 6) -> None:
@@ -372,7 +517,22 @@ class JobRepository:
             time.sleep(random.uniform(0.02, 0.1) * 2**attempt)
 
     def _job_item(self, job: Job) -> dict[str, Any]:
-        return _attrs({"pk": f"JOB#{job.job_id}", **_document(job)})
+        return _attrs(
+            {"pk": f"JOB#{job.job_id}", **_document(job), TOKEN_DIGEST_ATTRIBUTE: token_digest(job.webhook_token)}
+        )
+
+    @staticmethod
+    def _job_or_none(item: Mapping[str, Any] | None) -> Job | None:
+        return Job.model_validate(_plain(item)) if item else None
+
+    @staticmethod
+    def _narrow_failure(condition: str, values: dict[str, Any], only_if_failure: FailureKind | None) -> str:
+        """A move out of FAILED only for failures of one kind."""
+        if only_if_failure is None:
+            return condition
+        values[":failed"] = {"S": JobStatus.FAILED.value}
+        values[":fk"] = {"S": only_if_failure.value}
+        return f"({condition} AND (#status <> :failed OR failure_kind = :fk))"
 
     @staticmethod
     def _update_parts(

@@ -6,7 +6,9 @@ import os
 from decimal import Decimal
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .outbound import DEFAULT_OUTPUT_HOSTS, DEFAULT_OUTPUT_MAX_BYTES, OutputPolicy
 
 DEFAULT_WAVESPEED_URL = "https://api.wavespeed.ai/api/v3"
 
@@ -41,11 +43,37 @@ class Settings(BaseModel):
     http_timeout_seconds: float = Field(default=30.0, gt=0, alias="HTTP_TIMEOUT_SECONDS")
     submit_attempts: int = Field(default=4, ge=1, le=10, alias="SUBMIT_ATTEMPTS")
     retry_base_seconds: float = Field(default=1.0, ge=0, alias="RETRY_BASE_SECONDS")
+    # Recovery of lost submit answers through WaveSpeed's prediction history: how long after its
+    # creation a task is trusted to be listed, the clock margin around a submission's span, how
+    # far back the history reaches, its page size, and how often a proven-empty submission is sent again.
+    history_lag_seconds: int = Field(default=600, ge=0, alias="HISTORY_LAG_SECONDS")
+    history_clock_skew_seconds: float = Field(default=30.0, ge=0, alias="HISTORY_CLOCK_SKEW_SECONDS")
+    history_coverage_seconds: int = Field(default=7 * 24 * 3600, ge=3600, alias="HISTORY_COVERAGE_SECONDS")
+    history_page_size: int = Field(default=100, ge=1, le=100, alias="HISTORY_PAGE_SIZE")
+    max_resubmissions: int = Field(default=2, ge=0, le=10, alias="MAX_RESUBMISSIONS")
+    # A submitted job whose result cannot be read for this long ends, its estimate kept as possibly owed.
+    result_unreadable_limit_seconds: int = Field(default=86_400, ge=1, alias="RESULT_UNREADABLE_LIMIT_SECONDS")
+    # SNS topic told of budget alerts (and, in the template, of dead letters and errors); empty: none.
+    alarm_topic_arn: str = Field(default="", alias="ALARM_TOPIC_ARN")
+    # Where outputs may be downloaded from: host names (https only), *.domain, or exact origins.
+    output_hosts: str = Field(default=DEFAULT_OUTPUT_HOSTS, alias="OUTPUT_HOSTS")
+    output_max_bytes: int = Field(default=DEFAULT_OUTPUT_MAX_BYTES, ge=1, alias="OUTPUT_MAX_BYTES")
+
+    @field_validator("output_hosts")
+    @classmethod
+    def _output_hosts_parse(cls, value: str) -> str:
+        OutputPolicy.parse(value)
+        return value
 
     @property
     def budget_micros(self) -> int:
         """The monthly budget in micro-dollars; 0 means no budget."""
         return int(self.monthly_budget_usd * 1_000_000)
+
+    @property
+    def output_policy(self) -> OutputPolicy:
+        """The download policy for WaveSpeed's outputs."""
+        return OutputPolicy.parse(self.output_hosts, self.output_max_bytes)
 
 
 @cache

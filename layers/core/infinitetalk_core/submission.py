@@ -7,9 +7,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .billing import rule_book
+from .budget_alerts import check_budget_alerts
+from .credentials import CredentialNotSet
 from .intake import (
     OPTIONS_FILE,
     Candidate,
@@ -28,9 +31,37 @@ from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob, S3Notificati
 from .repository import BudgetExceeded, DuplicateJob, StaleTransition
 from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
 
+# What a job waiting for its key says, in the jobs table and so in ``infinitetalk status``.
+API_KEY_WAIT = "waiting for the WaveSpeed API key: run `infinitetalk setup --stack NAME`"
+
 
 class RetryLater(Exception):
     """Nothing was created and nothing lost: let the queue deliver this message again later."""
+
+
+def api_key_missing(pipeline: Pipeline) -> bool:
+    """True while the key's secret holds a placeholder. A failed read is no verdict: the submit retries it."""
+    try:
+        pipeline.api_key()
+    except CredentialNotSet:
+        return True
+    except GetParameterError:
+        return False
+    return False
+
+
+def is_waiting_for_api_key(job: Job) -> bool:
+    return job.status is JobStatus.RECEIVED and job.error == API_KEY_WAIT
+
+
+def wait_for_api_key(job: Job, pipeline: Pipeline, from_statuses: list[JobStatus]) -> None:
+    """Park a job until the key is set: nothing is sent and nothing fails; reconcile carries it on then."""
+    try:
+        pipeline.jobs.transition(job, JobStatus.RECEIVED, from_statuses, error=API_KEY_WAIT)
+    except StaleTransition:
+        return
+    metrics.add_metric(name="SubmitWaitingForApiKey", unit="Count", value=1)
+    logger.warning("job waits for the WaveSpeed API key", extra={"job_id": job.job_id})
 
 
 def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
@@ -124,6 +155,7 @@ def start_drop(drop: Drop, pipeline: Pipeline, time_left: Callable[[], float] | 
     metrics.add_metric(name="JobsAccepted", unit="Count", value=1)
     logger.info("job accepted", extra={"job_id": job.job_id, "estimate": usd_text(estimate.micros)})
     pipeline.clear_error(job.job_name)
+    check_budget_alerts(job.month, job.job_id, pipeline)
     submit(job, pipeline, time_left)
 
 
@@ -239,6 +271,9 @@ def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None =
     """
     spec = job.spec
     assert spec is not None
+    if api_key_missing(pipeline):
+        wait_for_api_key(job, pipeline, [JobStatus.RECEIVED])
+        return
     try:
         job = pipeline.jobs.transition(
             job, JobStatus.SUBMITTING, [JobStatus.RECEIVED], submit_attempts=job.submit_attempts + 1
@@ -249,9 +284,14 @@ def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None =
     delays = list(backoff_delays(settings.submit_attempts, settings.retry_base_seconds))
     for attempt in range(settings.submit_attempts):
         try:
+            if api_key_missing(pipeline):  # replaced by a placeholder while this job was backing off
+                raise CredentialNotSet(API_KEY_WAIT)
             body = spec.request_body(input_urls(job, pipeline))
-            prediction = pipeline.wavespeed.submit(spec.model, body, pipeline.webhook_url_for(job.job_id))
+            prediction = pipeline.wavespeed.submit(spec.model, body, pipeline.webhook_url_for(job))
             break
+        except CredentialNotSet:
+            wait_for_api_key(job, pipeline, [JobStatus.SUBMITTING])
+            return
         except NoTaskCreated as exc:
             wait = max(delays[attempt], min(exc.retry_after or 0.0, 20.0)) if attempt < len(delays) else 0.0
             out_of_time = time_left is not None and time_left() < wait + settings.http_timeout_seconds + 5

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import IO, Any, Literal
+from datetime import UTC, datetime
+from typing import IO, Annotated, Any, Literal
+from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .models import ModelName
+from .outbound import OutputDownloader, OutputStream, readable_url
 
 PredictionStatus = Literal["created", "processing", "completed", "failed"]
 FINAL_STATUSES = frozenset({"completed", "failed"})
@@ -23,12 +25,26 @@ def is_task_id(value: str) -> bool:
     return TASK_ID_PATTERN.fullmatch(value) is not None
 
 
+def _task_id(value: str) -> str:
+    if not is_task_id(value):
+        raise ValueError(f"{value[:80]!r} is not a WaveSpeed task id (32 lowercase hex characters)")
+    return value
+
+
+def task_path(task_id: str) -> str:
+    """The URL path segment for a task: only a task id of WaveSpeed's shape, escaped all the same."""
+    return quote(_task_id(task_id), safe="")
+
+
 class Prediction(BaseModel):
-    """The ``data`` of a submit or result answer, and the body of a webhook."""
+    """The ``data`` of a submit or result answer, and the body of a webhook.
+
+    An id of any other shape makes the answer unreadable: it would otherwise reach a URL later.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str
+    id: Annotated[str, AfterValidator(_task_id)]
     model: str = ""
     status: PredictionStatus
     outputs: list[str] = Field(default_factory=list)
@@ -41,6 +57,24 @@ class Prediction(BaseModel):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class HistoryPage(BaseModel):
+    """One page of the prediction history (``POST /predictions``), newest first.
+
+    Items stay raw: the reader decides what an item it cannot read means for the question it asks.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    page: int
+    total: int = Field(ge=0)
+    items: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def history_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds, as the history's ``created_after`` / ``created_before`` take it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class WaveSpeedError(Exception):
@@ -71,6 +105,14 @@ class TaskUnavailable(WaveSpeedError):
     """WaveSpeed refuses to give the task's result or output (4xx): asking again will not help."""
 
 
+class HistoryRefused(WaveSpeedError):
+    """WaveSpeed refused a history request (4xx): no verdict on which tasks exist."""
+
+
+class NotATaskId(TaskUnavailable):
+    """A task id of another shape than WaveSpeed's: it is never put into a URL, so it cannot be asked about."""
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
@@ -97,12 +139,19 @@ def _data(response: httpx.Response) -> Any:
 
 
 class WaveSpeedClient:
-    """Thin typed wrapper over the REST API; one instance per cold start."""
+    """Thin typed wrapper over the REST API; one instance per cold start.
 
-    def __init__(self, base_url: str, api_key: Callable[[], str], http: httpx.Client) -> None:
+    ``http`` talks to the API at ``base_url`` only and is the one client that sends the API key;
+    outputs are fetched by ``outputs``, which never sends it.
+    """
+
+    def __init__(
+        self, base_url: str, api_key: Callable[[], str], http: httpx.Client, *, outputs: OutputDownloader
+    ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._http = http
+        self._outputs = outputs
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key()}"}
@@ -134,7 +183,11 @@ class WaveSpeedClient:
     def result(self, task_id: str) -> Prediction:
         """The authoritative state of a task; safe to repeat."""
         try:
-            response = self._http.get(f"{self._base_url}/predictions/{task_id}/result", headers=self._headers())
+            path = task_path(task_id)
+        except ValueError as exc:
+            raise NotATaskId(f"not asked about: {exc}") from exc
+        try:
+            response = self._http.get(f"{self._base_url}/predictions/{path}/result", headers=self._headers())
         except httpx.TransportError as exc:
             raise TemporarilyUnavailable(f"result request failed: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:
@@ -142,10 +195,13 @@ class WaveSpeedClient:
         if response.status_code >= 400:
             raise TaskUnavailable(f"result request refused ({response.status_code}): {_message(response)}")
         try:
-            return Prediction.model_validate(_data(response))
+            prediction = Prediction.model_validate(_data(response))
         except (ValueError, WaveSpeedError) as exc:
             # A maintenance page or a changed shape: the task is fine, this answer is not.
             raise TemporarilyUnavailable(f"unreadable result answer: {exc}") from exc
+        if prediction.id != task_id:
+            raise TemporarilyUnavailable(f"the result answer for {task_id} describes another task")
+        return prediction
 
     def upload_media(self, filename: str, content: IO[bytes], content_type: str) -> str:
         """Hand a file to WaveSpeed's own storage; returns the URL to pass to a model."""
@@ -168,14 +224,61 @@ class WaveSpeedClient:
         response.raise_for_status()
         return str(_data(response)["secret"])
 
+    def history(
+        self,
+        *,
+        page: int,
+        page_size: int,
+        model: ModelName | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> HistoryPage:
+        """One page of the tasks WaveSpeed holds (the past 7 days); safe to repeat.
+
+        Every failure is ``TemporarilyUnavailable`` (an answer with no verdict on which tasks exist),
+        or ``HistoryRefused`` for a 4xx, which asking the same again will not change.
+        """
+        body: dict[str, object] = {"page": page, "page_size": page_size}
+        if model is not None:
+            body["model"] = model.value
+        if created_after is not None:
+            body["created_after"] = history_time(created_after)
+        if created_before is not None:
+            body["created_before"] = history_time(created_before)
+        try:
+            headers = self._headers()
+        except Exception as exc:
+            raise TemporarilyUnavailable(f"could not read the WaveSpeed API key: {exc}") from exc
+        try:
+            response = self._http.post(f"{self._base_url}/predictions", json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise TemporarilyUnavailable(f"history request failed: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TemporarilyUnavailable(f"history request answered {response.status_code}: {_message(response)}")
+        if response.status_code >= 400:
+            raise HistoryRefused(f"history request refused ({response.status_code}): {_message(response)}")
+        try:
+            answer = HistoryPage.model_validate(_data(response))
+        except (ValueError, WaveSpeedError) as exc:
+            raise TemporarilyUnavailable(f"unreadable history answer: {exc}") from exc
+        if answer.page != page or len(answer.items) > page_size:
+            raise TemporarilyUnavailable(f"the history answered page {answer.page} with {len(answer.items)} items")
+        return answer
+
     @contextmanager
-    def stream_output(self, url: str) -> Iterator[httpx.Response]:
-        """Open an output for streaming; the caller reads it in chunks."""
-        with self._http.stream("GET", url) as response:
-            if 400 <= response.status_code < 500 and response.status_code != 429:
-                raise TaskUnavailable(f"output {url.split('?', 1)[0]} answered {response.status_code}")
-            response.raise_for_status()
-            yield response
+    def stream_output(self, url: str) -> Iterator[OutputStream]:
+        """Open an output for streaming, under the download policy and without the API key.
+
+        Raises ``OutputRefused`` (the policy said no) or ``TaskUnavailable`` (a 4xx), both final.
+        """
+        with self._outputs.open(url) as output:
+            code = output.status_code
+            if 400 <= code < 500 and code != 429:
+                raise TaskUnavailable(f"output {readable_url(output.response.url)} answered {code}")
+            if code >= 300:
+                raise TemporarilyUnavailable(f"output {readable_url(output.response.url)} answered {code}")
+            output.refuse_declared_oversize()
+            yield output
 
 
 def backoff_delays(attempts: int, base: float, cap: float = 20.0) -> Iterator[float]:
