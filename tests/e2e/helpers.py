@@ -6,7 +6,7 @@ import io
 import math
 from decimal import Decimal
 
-import mutagen
+import av
 
 from infinitetalk_core.models import Job, LedgerEntry
 from local_stack import LocalStack
@@ -15,11 +15,14 @@ RATE_MICROS = {"480p": 30_000, "720p": 60_000}
 
 
 def video_seconds(stack: LocalStack, key: str) -> float:
-    """The stored MP4's playing time, read back from its bytes."""
+    """The stored MP4's playing time, read back from its bytes: the sound track's length as its edit
+    list declares it (the AAC encoder's priming and padding outside it), which is what players play."""
     body = stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
-    media = mutagen.File(io.BytesIO(body))
-    assert media is not None, f"{key} is not a playable media file"
-    return float(media.info.length)
+    with av.open(io.BytesIO(body), mode="r") as media:
+        assert media.streams.audio, f"{key} has no sound track"
+        track = media.streams.audio[0]
+        assert track.duration is not None and track.time_base is not None, f"{key} declares no length"
+        return float(track.duration * track.time_base)
 
 
 def video_codecs(stack: LocalStack, key: str) -> set[str]:

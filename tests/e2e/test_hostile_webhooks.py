@@ -72,6 +72,7 @@ class World:
     waiting: Job  # submitted; its task finished but its webhook never came
     uncertain: Job  # the submit answer was lost; a task exists for it
     unknown: Job  # settled as submit_unknown; a task exists for it
+    delivered_webhook_id: str  # the id of the charged job's genuine, accepted delivery
     payloads: dict[str, dict[str, Any]] = field(default_factory=dict)  # job id -> its task's genuine webhook body
 
     def token(self, job: Job) -> str:
@@ -151,9 +152,8 @@ def queues_are_quiet(stack: LocalStack) -> bool:
         if resource["Type"] != "AWS::SQS::Queue":
             continue
         attributes = stack.sqs.get_queue_attributes(QueueUrl=stack.resource(logical_id), AttributeNames=["All"])
-        counts = attributes["Attributes"]
-        names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
-        if any(int(counts.get(name, "0")) for name in (*names, "ApproximateNumberOfMessagesDelayed")):
+        counts = {str(k): v for k, v in attributes["Attributes"].items()}
+        if any(int(v) for k, v in counts.items() if k.startswith("ApproximateNumberOfMessages")):
             return False
     return True
 
@@ -203,6 +203,9 @@ def world() -> Iterator[World]:
             waiting=now[waiting.job_id],
             uncertain=now[uncertain.job_id],
             unknown=now[unknown.job_id],
+            delivered_webhook_id=next(
+                d.webhook_id for d in stack.standin.webhook_deliveries if d.task_id == delivered.task_id
+            ),
             payloads={job_id: tasks[str(task_id)].webhook_payload() for job_id, task_id in task_of.items()},
         )
         assert found.uncertain.status is JobStatus.UNCERTAIN and found.uncertain.task_id is None
@@ -257,10 +260,10 @@ def dump(stack: LocalStack) -> str:
                 "messages": sorted(f"{m['MessageId']} {m['MD5OfBody']} {m['Body']}" for m in messages),
             }
     objects = []
-    for page in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket):
-        for item in page.get("Contents", []):
-            data = stack.s3.get_object(Bucket=stack.bucket, Key=item["Key"])["Body"].read()
-            objects.append([item["Key"], item["ETag"], len(data), hashlib.sha256(data).hexdigest()])
+    for listing in stack.s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket):
+        for stored in listing.get("Contents", []):
+            data = stack.s3.get_object(Bucket=stack.bucket, Key=stored["Key"])["Body"].read()
+            objects.append([stored["Key"], stored["ETag"], len(data), hashlib.sha256(data).hexdigest()])
     state["objects"] = objects
     uploads = stack.s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", [])
     state["uploads"] = sorted(f"{u['Key']} {u['UploadId']}" for u in uploads)
@@ -279,8 +282,8 @@ def send(world: World, request: Request) -> int:
         host, port = api.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=30) as connection:
             connection.sendall(request.raw)
-            answer = connection.makefile("rb").readline()
-        return int(answer.split()[1])
+            status_line = connection.makefile("rb").readline()
+        return int(status_line.split()[1])
     url = f"{api}{request.path}" + (f"?{request.query}" if request.query else "")
     answer = httpx.request(request.method, url, headers=request.headers, content=request.body, timeout=60)
     return answer.status_code
@@ -341,7 +344,9 @@ def tampered(change: Callable[[bytes, World], bytes]) -> Callable[[World], Reque
     return build
 
 
-def repointed(target: Callable[[World], str], source: Callable[[World], Job] | None = None) -> Callable[[World], Request]:
+def repointed(
+    target: Callable[[World], str], source: Callable[[World], Job] | None = None
+) -> Callable[[World], Request]:
     """A genuine delivery for one job (the submitted one by default), sent with another query."""
 
     def build(w: World) -> Request:
@@ -382,7 +387,9 @@ def other_path(path: str) -> Callable[[World], Request]:
     return build
 
 
-def raw_request(head: Callable[[World, bytes], str], body: Callable[[World], bytes] = waiting_body) -> Callable[[World], Request]:
+def raw_request(
+    head: Callable[[World, bytes], str], body: Callable[[World], bytes] = waiting_body
+) -> Callable[[World], Request]:
     def build(w: World) -> Request:
         data = body(w)
         return Request(raw=head(w, data).replace("\n", "\r\n").encode() + data)
@@ -421,12 +428,35 @@ def over_api_limit(w: World) -> Request:
     return Request(query=w.query(w.waiting), headers=signed(data, w.secret), body=data)
 
 
-def placeholder(value: str, signing_key: str | None = None) -> Attack:
-    """The stored secret is a placeholder and the delivery is signed with it (or with the real one)."""
-    key = signing_key or value
-    name = f"stored-secret-{'placeholder' if signing_key is None else 'placeholder-real-signature'}-{value[:24]}"
-    headers = (lambda w, data: signed(data, w.secret)) if signing_key == "real" else signed_with(key)
-    return Attack(name, to_waiting(waiting_body, headers), 503, stored_secret=value)
+def placeholder(name: str, stored: str, signing_key: str | None) -> Attack:
+    """The stored secret is a placeholder; the delivery is signed with ``signing_key`` (``None``: the real one)."""
+    headers = genuine if signing_key is None else signed_with(signing_key)
+    return Attack(f"stored-secret-{name}", to_waiting(waiting_body, headers), 503, stored_secret=stored)
+
+
+def strip_padding(text: str) -> str:
+    """Base64 of the body with its padding taken off (or, if it had none, its last character)."""
+    encoded = base64.b64encode(text.encode()).decode()
+    return encoded.rstrip("=") if encoded.endswith("=") else encoded[:-1]
+
+
+def with_urlsafe_characters(w: World) -> bytes:
+    """A genuine body whose base64 needs '+' or '/', so the URL-safe alphabet spells it differently."""
+    for spaces in range(3):
+        data = w.body(w.waiting, error="?>?>?>?>" + " " * spaces)
+        if base64.urlsafe_b64encode(data) != base64.b64encode(data):
+            return data
+    raise AssertionError("no body with '+' or '/' in its base64")
+
+
+def replayed(target: Callable[[World], str]) -> Callable[[World], Request]:
+    """The charged job's genuine delivery, with its original webhook id, sent with another query."""
+
+    def build(w: World) -> Request:
+        data = w.body(w.delivered)
+        return Request(query=target(w), headers=signed(data, w.secret, webhook_id=w.delivered_webhook_id), body=data)
+
+    return build
 
 
 ATTACKS: list[Attack] = [
@@ -440,7 +470,9 @@ ATTACKS: list[Attack] = [
         to_waiting(waiting_body, lambda w, data: signed(data, "whsec_whsec_" + w.secret.removeprefix("whsec_"))),
         401,
     ),
-    Attack("forged-with-the-api-key", to_waiting(waiting_body, lambda w, data: signed(data, w.stack.standin.api_key)), 401),
+    Attack(
+        "forged-with-the-api-key", to_waiting(waiting_body, lambda w, data: signed(data, w.stack.standin.api_key)), 401
+    ),
     # stale and future
     Attack("stale-301s", to_waiting(waiting_body, signed_at(-301)), 401),
     Attack("stale-1h", to_waiting(waiting_body, signed_at(-3600)), 401),
@@ -467,13 +499,21 @@ ATTACKS: list[Attack] = [
     Attack("signature-truncated", to_waiting(waiting_body, signature_header(lambda s: s[:-2])), 401),
     Attack("signature-extended", to_waiting(waiting_body, signature_header(lambda s: s + "00")), 401),
     Attack("signature-empty-digest", to_waiting(waiting_body, signature_header(lambda s: "v3,")), 401),
-    Attack("signature-base64-not-hex", to_waiting(waiting_body, signature_header(
-        lambda s: "v3," + base64.b64encode(bytes.fromhex(s[3:])).decode()
-    )), 401),
-    Attack("signature-many-bogus", to_waiting(waiting_body, signature_header(lambda s: " ".join(["v3," + "0" * 64] * 200))), 401),
+    Attack(
+        "signature-base64-not-hex",
+        to_waiting(waiting_body, signature_header(lambda s: "v3," + base64.b64encode(bytes.fromhex(s[3:])).decode())),
+        401,
+    ),
+    Attack(
+        "signature-many-bogus",
+        to_waiting(waiting_body, signature_header(lambda s: " ".join(["v3," + "0" * 64] * 200))),
+        401,
+    ),
     Attack(
         "signature-header-twice",
-        to_waiting(waiting_body, lambda w, data: [*signed(data, w.secret).items(), ("webhook-signature", "v3," + "0" * 64)]),
+        to_waiting(
+            waiting_body, lambda w, data: [*signed(data, w.secret).items(), ("webhook-signature", "v3," + "0" * 64)]
+        ),
         401,
     ),
     Attack(
@@ -503,26 +543,26 @@ ATTACKS: list[Attack] = [
     Attack("tampered-outputs", tampered(lambda data, w: data.replace(b"http://", b"https://evil.example/")), 401),
     Attack("tampered-truncated", tampered(lambda data, w: data[:-1]), 401),
     Attack("tampered-emptied", tampered(lambda data, w: b""), 401),
-    Attack("tampered-bom", tampered(lambda data, w: b"\xef\xbb\xbf" + data)), 401),
+    Attack("tampered-bom", tampered(lambda data, w: b"\xef\xbb\xbf" + data), 401),
     # a genuine delivery re-pointed with the query (the signature does not cover it)
     Attack("repointed-to-uncertain-with-own-token", repointed(lambda w: w.query(w.uncertain, w.token(w.waiting))), 403),
     Attack("repointed-to-unknown-with-own-token", repointed(lambda w: w.query(w.unknown, w.token(w.waiting))), 403),
     Attack("repointed-to-delivered-with-own-token", repointed(lambda w: w.query(w.delivered, w.token(w.waiting))), 403),
     Attack("repointed-to-no-such-job", repointed(lambda w: f"job=nobody-0123456789ab&token={w.token(w.waiting)}"), 403),
     Attack("repointed-to-uncertain-without-token", repointed(lambda w: f"job={w.uncertain.job_id}"), 403),
-    Attack("repointed-to-a-row-key", repointed(lambda w: f"job=JOB%23{w.waiting.job_id}&token={w.token(w.waiting)}"), 403),
-    Attack("repointed-to-a-nul-suffixed-id", repointed(lambda w: f"job={w.waiting.job_id}%00&token={w.token(w.waiting)}"), 403),
+    Attack(
+        "repointed-to-a-row-key", repointed(lambda w: f"job=JOB%23{w.waiting.job_id}&token={w.token(w.waiting)}"), 403
+    ),
+    Attack(
+        "repointed-to-a-nul-suffixed-id",
+        repointed(lambda w: f"job={w.waiting.job_id}%00&token={w.token(w.waiting)}"),
+        403,
+    ),
     Attack("repointed-to-a-huge-id", repointed(lambda w: f"job={'j' * 3000}&token={w.token(w.waiting)}"), 403),
-    Attack(
-        "replayed-delivery-of-the-charged-job-to-uncertain",
-        repointed(lambda w: w.query(w.uncertain, w.token(w.delivered)), source=lambda w: w.delivered),
-        403,
-    ),
-    Attack(
-        "replayed-delivery-of-the-charged-job-to-unknown-without-token",
-        repointed(lambda w: f"job={w.unknown.job_id}", source=lambda w: w.delivered),
-        403,
-    ),
+    Attack("replayed-to-uncertain-with-its-token", replayed(lambda w: w.query(w.uncertain, w.token(w.delivered))), 403),
+    Attack("replayed-to-unknown-without-token", replayed(lambda w: f"job={w.unknown.job_id}"), 403),
+    Attack("replayed-to-waiting-with-its-token", replayed(lambda w: w.query(w.waiting, w.token(w.delivered))), 403),
+    Attack("replayed-with-a-guessed-token", replayed(lambda w: w.query(w.uncertain, "A" * 43)), 403),
     # missing, wrong and foreign tokens at the right job
     Attack("token-missing", repointed(lambda w: f"job={w.waiting.job_id}"), 403),
     Attack("token-empty", repointed(lambda w: f"job={w.waiting.job_id}&token="), 403),
@@ -565,7 +605,11 @@ ATTACKS: list[Attack] = [
     Attack("task-id-number", for_uncertain(uncertain_task_id(12345)), 400),
     Attack("task-id-newline", for_uncertain(uncertain_task_id("a" * 32 + "\n")), 400),
     Attack("task-id-arabic-digits", for_uncertain(uncertain_task_id("\u0660" * 32)), 400),
-    Attack("task-of-another-model", for_uncertain(lambda w: w.body(w.uncertain, model="wavespeed-ai/infinitetalk/multi")), 403),
+    Attack(
+        "task-of-another-model",
+        for_uncertain(lambda w: w.body(w.uncertain, model="wavespeed-ai/infinitetalk/multi")),
+        403,
+    ),
     Attack(
         "task-of-another-job-at-its-own-url",
         lambda w: Request(
@@ -599,10 +643,7 @@ ATTACKS: list[Attack] = [
     ),
     Attack("flagged-base64-but-plain", to_waiting(waiting_body, genuine), 401, rewrite=flag_as_base64(lambda t: t)),
     Attack(
-        "flagged-base64-padding-stripped",
-        to_waiting(lambda w: w.body(w.waiting) + b"  ", lambda w, data: signed(data, w.secret)),
-        401,
-        rewrite=flag_as_base64(lambda t: base64.b64encode(t.encode()).decode().rstrip("=")),
+        "flagged-base64-padding-stripped", to_waiting(waiting_body, genuine), 401, rewrite=flag_as_base64(strip_padding)
     ),
     Attack(
         "flagged-base64-extra-padding",
@@ -618,7 +659,7 @@ ATTACKS: list[Attack] = [
     ),
     Attack(
         "flagged-base64-urlsafe-alphabet",
-        to_waiting(lambda w: w.body(w.waiting, error="??>>??>>"), genuine),
+        to_waiting(with_urlsafe_characters, genuine),
         401,
         rewrite=flag_as_base64(lambda t: base64.urlsafe_b64encode(t.encode()).decode()),
     ),
@@ -628,20 +669,31 @@ ATTACKS: list[Attack] = [
     Attack("over-api-gateway-limit", over_api_limit, 413),
     Attack(
         "content-length-not-a-number",
-        raw_request(lambda w, data: signed_head(w, data, f"POST {WEBHOOK_PATH}?{w.query(w.waiting)} HTTP/1.1", "content-length: ten\n")),
+        raw_request(
+            lambda w, data: signed_head(
+                w, data, f"POST {WEBHOOK_PATH}?{w.query(w.waiting)} HTTP/1.1", "content-length: ten\n"
+            )
+        ),
         400,
     ),
     Attack(
         "chunked-over-api-gateway-limit",
         raw_request(
-            lambda w, data: signed_head(w, data, f"POST {WEBHOOK_PATH}?{w.query(w.waiting)} HTTP/1.1", "transfer-encoding: chunked\n")
-            + f"{10 * MIB + 1:x}\n",
+            lambda w, data: (
+                signed_head(
+                    w, data, f"POST {WEBHOOK_PATH}?{w.query(w.waiting)} HTTP/1.1", "transfer-encoding: chunked\n"
+                )
+                + f"{10 * MIB + 1:x}\n"
+            ),
             lambda w: b"x" * 4096,
         ),
         413,
     ),
     # other methods and paths
-    *[Attack(f"method-{m.lower()}", other_method(m), 404) for m in ("GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PROPFIND")],
+    *[
+        Attack(f"method-{m.lower()}", other_method(m), 404)
+        for m in ("GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "PROPFIND")
+    ],
     Attack("path-trailing-slash", other_path(WEBHOOK_PATH + "/"), 404),
     Attack("path-other-case", other_path("/webhooks/WaveSpeed"), 404),
     Attack("path-parent", other_path("/webhooks"), 404),
@@ -650,19 +702,25 @@ ATTACKS: list[Attack] = [
     Attack("path-encoded-slash", other_path("/webhooks%2Fwavespeed"), 404),
     Attack(
         "path-dot-segments",
-        raw_request(lambda w, data: signed_head(
-            w, data, f"POST /webhooks/x/../wavespeed?{w.query(w.waiting)} HTTP/1.1", f"content-length: {len(data)}\n"
-        )),
+        raw_request(
+            lambda w, data: signed_head(
+                w,
+                data,
+                f"POST /webhooks/x/../wavespeed?{w.query(w.waiting)} HTTP/1.1",
+                f"content-length: {len(data)}\n",
+            )
+        ),
         404,
     ),
     # the stored secret is still a placeholder: refuse everything, even correctly signed deliveries
-    placeholder("replace-me"),
-    placeholder("not-set"),
-    placeholder("changeme"),
-    placeholder("whsec_"),
-    placeholder("whsec_short"),
-    placeholder('{"secret": "replace-me"}', "replace-me"),
-    placeholder("not-set", "real"),
+    placeholder("replace-me", "replace-me", "replace-me"),
+    placeholder("not-set", "not-set", "not-set"),
+    placeholder("changeme", "changeme", "changeme"),
+    placeholder("prefix-only", "whsec_", "whsec_"),
+    placeholder("too-short", "whsec_short", "whsec_short"),
+    placeholder("json-replace-me", '{"secret": "replace-me"}', "replace-me"),
+    placeholder("not-set-real-signature", "not-set", None),
+    placeholder("replace-me-real-signature", "replace-me", None),
 ]
 
 
@@ -713,14 +771,18 @@ def test_a_refused_delivery_keeps_its_id_and_the_genuine_one_moves_its_job_once(
     url = f"{stack.webhook_url}"
 
     before = dump(stack)
-    refused = httpx.post(url, params={"job": job.job_id, "token": world.token(world.waiting)}, headers=headers, content=data)
+    refused = httpx.post(
+        url, params={"job": job.job_id, "token": world.token(world.waiting)}, headers=headers, content=data
+    )
     assert refused.status_code == 403
     assert_unchanged(before, dump(stack))
 
     accepted = httpx.post(f"{url}?{world.query(job)}", headers=headers, content=data)  # the same webhook id
     assert (accepted.status_code, accepted.json()) == (200, {"outcome": "accepted"})
     moved = stack.jobs.get(job.job_id)
-    assert moved is not None and moved.status is JobStatus.REPORTED and moved.task_id == world.payloads[job.job_id]["id"]
+    assert (
+        moved is not None and moved.status is JobStatus.REPORTED and moved.task_id == world.payloads[job.job_id]["id"]
+    )
     after_accept = dump(stack)
     assert after_accept != before and f"WEBHOOK#{headers['webhook-id']}" in after_accept
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,9 @@ from typer.testing import CliRunner
 
 from infinitetalk_cli.main import app
 from infinitetalk_core.credentials import PLACEHOLDER_SECRET
-from infinitetalk_core.models import JobStatus
+from infinitetalk_core.models import JobStatus, utc_now
+from infinitetalk_core.pipeline import FolderCheck, Pipeline, ResumeJob, get_pipeline
+from infinitetalk_core.reconciliation import reconcile
 from infinitetalk_core.submission import API_KEY_WAIT
 from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
@@ -28,6 +32,27 @@ def stack() -> Iterator[LocalStack]:
     # reconcile sweep (every second here) would re-queue a waiting job many times over if it did so.
     with start_stack({"SECRET_MAX_AGE_SECONDS": "0", "SUBMIT_STALL_SECONDS": str(STALL_SECONDS)}) as running:
         yield running
+
+
+class RecordingQueues:
+    """Queues that only remember what a sweep would have sent."""
+
+    def __init__(self) -> None:
+        self.submits: list[FolderCheck | ResumeJob] = []
+        self.fetches: list[str] = []
+
+    def send_submit(self, message: FolderCheck | ResumeJob, delay_seconds: int = 0) -> None:
+        self.submits.append(message)
+
+    def send_fetch(self, job_id: str) -> None:
+        self.fetches.append(job_id)
+
+
+def sweep_later(recorder: RecordingQueues) -> dict[str, int]:
+    """One reconcile sweep as it would run ten minutes from now, with its messages recorded, not sent."""
+    later = utc_now() + timedelta(minutes=10)
+    pipeline: Pipeline = dataclasses.replace(get_pipeline(), queues=recorder, clock=lambda: later)  # type: ignore[arg-type]
+    return reconcile(pipeline)
 
 
 def cli(stack: LocalStack, *arguments: str) -> list[str]:
@@ -56,13 +81,16 @@ def test_a_job_waits_for_the_api_key_without_calling_wavespeed_and_goes_on_once_
         marked = stack.newest_job("keyless")
         assert marked is not None
 
-        # Several sweeps past the stall time: the job is neither failed nor re-queued (its row does not move).
-        time.sleep(STALL_SECONDS + 4)
+        # Long past the stall time a sweep counts the waiting job (the alarm's metric) but sends nothing.
+        recorder = RecordingQueues()
+        assert sweep_later(recorder) == {"waiting_for_api_key": 1}
+        assert recorder.submits == []
+        # And the stack's own sweeps, every second, leave it waiting: not failed, not sent.
+        time.sleep(STALL_SECONDS + 3)
         still = stack.jobs.get(marked.job_id)
         assert still is not None
         assert still.status is JobStatus.RECEIVED
         assert still.error == API_KEY_WAIT
-        assert still.status_since == marked.status_since
         assert still.submit_attempts == 0
         assert asked == [], "nothing may reach WaveSpeed while the key is a placeholder"
         assert standin.submit_count == 0
@@ -106,6 +134,7 @@ def test_a_job_waits_for_the_api_key_without_calling_wavespeed_and_goes_on_once_
         assert setup.exit_code == 0, setup.output
         assert real_key not in setup.output
 
+        # The stack's next sweep sends the waiting job back to submit, which now finds the key.
         delivered = stack.wait_for("keyless", statuses={"delivered"}, timeout=60)
     finally:
         standin.authorized = authorized  # type: ignore[method-assign]

@@ -17,11 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import imageio_ffmpeg
-import mutagen
 import pytest
-from mutagen.mp4 import MP4
 from PIL import Image
 
 from wavespeed_standin import WaveSpeedStandin
@@ -254,12 +253,13 @@ def mp4_tracks(video: bytes) -> dict[str, tuple[str, int, int]]:
 
 
 def mp4_seconds(video: bytes) -> float:
-    """The length the pipeline reads: mutagen, which takes the audio track's media header."""
-    parsed = mutagen.File(io.BytesIO(video))
-    assert isinstance(parsed, MP4), "not an MP4"
-    length = getattr(parsed.info, "length", None)
-    assert isinstance(length, float)
-    return length
+    """What players play: the sound track's length as the MP4's edit list declares it (the AAC
+    encoder's priming and padding outside it)."""
+    with av.open(io.BytesIO(video), mode="r") as parsed:
+        assert parsed.format.name.startswith("mov,mp4"), "not an MP4"
+        track = parsed.streams.audio[0]
+        assert track.duration is not None and track.time_base is not None
+        return float(track.duration * track.time_base)
 
 
 def wait_final(api: httpx.Client, task_id: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -14,13 +14,16 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpcore
 import httpx
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+from infinitetalk_core import clients
+from infinitetalk_core.delivery import store_outputs
 from infinitetalk_core.models import ModelName
 from infinitetalk_core.outbound import (
     DEFAULT_OUTPUT_HOSTS,
@@ -32,6 +35,7 @@ from infinitetalk_core.outbound import (
     OutputTooLarge,
     address_kind,
 )
+from infinitetalk_core.pipeline import Pipeline, build_pipeline
 from infinitetalk_core.settings import Settings
 from infinitetalk_core.wavespeed import (
     NotATaskId,
@@ -430,9 +434,6 @@ def test_proxy_variables_are_not_honoured(monkeypatch: pytest.MonkeyPatch, local
 
 
 def test_the_pipelines_api_client_follows_no_redirect_and_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infinitetalk_core import clients
-    from infinitetalk_core.pipeline import build_pipeline
-
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     clients.reset_clients()
     try:
@@ -568,3 +569,52 @@ def test_the_cap_counts_decoded_bytes_so_a_compressed_bomb_is_cut_off() -> None:
     with wavespeed(Recorder(video), cdn, policy).stream_output(CDN) as out, pytest.raises(OutputTooLarge):
         for _ in out.iter_bytes(4096):
             pass
+
+
+# ---- storing outputs -----------------------------------------------------------------------------
+
+
+class FakeBucket:
+    """Keeps what was uploaded and deleted, reading every stream to its end as S3 would."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.deleted: list[str] = []
+
+    def upload_stream(self, key: str, stream: Any, content_type: str) -> None:
+        self.objects[key] = (stream.read(), content_type)
+
+    def delete(self, key: str) -> None:
+        self.deleted.append(key)
+        self.objects.pop(key, None)
+
+
+def store_with(handler: Handler, outputs: list[str]) -> tuple[FakeBucket, Exception | None]:
+    bucket = FakeBucket()
+    pipeline = cast(Pipeline, SimpleNamespace(bucket=bucket, wavespeed=wavespeed(Recorder(video), Recorder(handler))))
+    try:
+        store_outputs("outputs/n/", Prediction.model_validate(prediction(outputs=outputs)), pipeline)
+    except Exception as exc:  # noqa: BLE001 - returned for the test to examine
+        return bucket, exc
+    return bucket, None
+
+
+def test_an_output_refused_for_good_takes_the_outputs_stored_before_it_away() -> None:
+    bucket, error = store_with(video, [CDN, "https://evil.example/second.mp4"])
+    assert isinstance(error, OutputRefused)
+    assert bucket.deleted == ["outputs/n/video.mp4"] and bucket.objects == {}
+
+
+def test_a_stored_output_gets_a_video_type_whatever_the_host_declares() -> None:
+    def html(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<script>", headers={"content-type": "text/html; charset=utf-8"})
+
+    bucket, error = store_with(html, [CDN])
+    assert error is None and bucket.objects["outputs/n/video.mp4"] == (b"<script>", "video/mp4")
+    bucket, error = store_with(video, [CDN])
+    assert error is None and bucket.objects["outputs/n/video.mp4"][1] == "video/mp4"
+
+    def webm(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"x", headers={"content-type": "video/webm"})
+
+    assert store_with(webm, [CDN])[0].objects["outputs/n/video.mp4"][1] == "video/webm"

@@ -204,7 +204,9 @@ def daily_chart(month: str, entries: Sequence[LedgerEntry]) -> DailyChart:
     for entry in entries:
         key = (entry.model, entry.resolution)
         totals[key] = totals.get(key, 0) + entry.charged_micros
-    legend = [LegendEntry(series_label(*key), SERIES_COLOURS[key], totals[key]) for key in SERIES_ORDER if key in totals]
+    legend = [
+        LegendEntry(series_label(*key), SERIES_COLOURS[key], totals[key]) for key in SERIES_ORDER if key in totals
+    ]
     return DailyChart(
         width=WIDTH,
         height=HEIGHT,

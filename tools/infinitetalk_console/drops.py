@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from infinitetalk_cli.drop import DropPlan, DropRefused, leftover_problems, plan_drop
 from infinitetalk_cli.transfer import upload_one
@@ -38,6 +38,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _FLAG = re.compile(r"(?<![\w-])--([a-z]+(?:-[a-z]+)*)")
 
 State = Literal["staging", "uploading", "done", "failed"]
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class DropProblem(Exception):
@@ -121,12 +125,14 @@ class DropDesk:
         drop.touched = time.monotonic()
         return drop
 
-    def stage(self, drop_id: str, role_name: str, filename: str, body: BinaryIO, length: int) -> None:
+    def stage(self, drop_id: str, role_name: str, filename: str, body: Readable, length: int) -> None:
         """Keep one file for one role; a second file for the same role replaces the first."""
         try:
             role = Role(role_name)
         except ValueError:
-            raise DropProblem(400, [f"{role_name!r} is not an input role ({', '.join(r.value for r in Role)})"]) from None
+            raise DropProblem(
+                400, [f"{role_name!r} is not an input role ({', '.join(r.value for r in Role)})"]
+            ) from None
         if length > MAX_FILE_BYTES:
             raise DropProblem(413, [f"{role.value}: {filename} is larger than {MAX_FILE_BYTES // 1024**3} GiB"])
         with self._lock:

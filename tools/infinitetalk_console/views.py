@@ -213,7 +213,9 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
-def timeline(job: Job, result: Mapping[str, Any] | None, error: ErrorReport | None, entry: LedgerEntry | None) -> list[Step]:
+def timeline(
+    job: Job, result: Mapping[str, Any] | None, error: ErrorReport | None, entry: LedgerEntry | None
+) -> list[Step]:
     """Received, submitted, reported, then delivered or failed, each with the best time the stack keeps.
 
     The job row keeps when it was made and when it last changed; finished jobs add the times in
@@ -322,7 +324,9 @@ def job_page(reader: StackReader, job_id: str, now: datetime) -> JobPage | None:
         return None
     bucket = reader.bucket
     if job.spec is not None:
-        inputs = [media_link(bucket, role.value, key, ROLE_KIND[role].value) for role, key in sorted(job.spec.inputs.items())]
+        inputs = [
+            media_link(bucket, role.value, key, ROLE_KIND[role].value) for role, key in sorted(job.spec.inputs.items())
+        ]
     else:
         inputs = [media_link(bucket, key.rsplit("/", 1)[-1], key) for key in job.drop_keys]
     outputs = [media_link(bucket, key.rsplit("/", 1)[-1], key, MediaKind.VIDEO.value) for key in job.output_keys]

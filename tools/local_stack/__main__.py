@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     run_up.add_argument("--moto-port", type=int, default=0, help="AWS endpoint port (0: any free port)")
     run_up.add_argument("--api-port", type=int, default=0, help="webhook endpoint port (0: any free port)")
     run_up.add_argument("--standin-port", type=int, default=0, help="WaveSpeed stand-in port (0: any free port)")
+    run_up.add_argument("--console-port", type=int, default=0, help="web console port (0: any free port)")
     run_up.add_argument(
         "--fault", action="append", default=[], metavar="NAME=VALUE", help="a stand-in fault knob, repeatable"
     )
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo(verbose=args.verbose, timeout=args.timeout)
-        return up(args.moto_port, args.api_port, args.standin_port, args.fault)
+        return up(args.moto_port, args.api_port, args.standin_port, args.fault, args.console_port)
     except KeyboardInterrupt:
         print("interrupted; the local stack has stopped", file=sys.stderr)
         return 130

@@ -153,9 +153,14 @@ def demo(verbose: bool = False, timeout: float = 300.0) -> int:
     return 0 if all(job.status.value == "delivered" for job in jobs.values()) else 1
 
 
-def up(moto_port: int, api_port: int, standin_port: int, faults: list[str]) -> int:
+def up(moto_port: int, api_port: int, standin_port: int, faults: list[str], console_port: int = 0) -> int:
     options = StackOptions(
-        moto_port=moto_port, api_port=api_port, standin_port=standin_port, standin={"video_height": None}
+        moto_port=moto_port,
+        api_port=api_port,
+        standin_port=standin_port,
+        standin={"video_height": None},
+        console=True,
+        console_port=console_port,
     )
     with LocalStack(options) as stack:
         if faults:
@@ -166,6 +171,7 @@ def up(moto_port: int, api_port: int, standin_port: int, faults: list[str]) -> i
             f"""
 [bold]The local stack is up.[/] Ctrl-C stops it.
 
+  console        {stack.console_url}   (jobs, videos and the month's money in a browser)
   AWS endpoint   {stack.endpoint_url}   (credentials: testing / testing, region us-east-1)
   bucket         {stack.bucket}
   webhook URL    {stack.webhook_url}

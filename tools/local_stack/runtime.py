@@ -392,7 +392,10 @@ class HttpApi:
         self.server.server_close()
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
-        path = urlsplit(request.path).path
+        # The target as sent: http.server collapses a leading '//' in ``request.path``; routes match exactly.
+        parts = request.requestline.split(" ")
+        target = parts[1] if len(parts) == 3 else request.path
+        path = urlsplit(target).path if not target.startswith("//") else target.split("?", 1)[0]
         try:
             body = read_body(request)
         except RequestTooLarge:
@@ -413,7 +416,7 @@ class HttpApi:
             headers[lowered] = f"{headers[lowered]},{value}" if lowered in headers else value
         event = http_api_event(
             method,
-            request.path,
+            target,
             headers,
             body,
             request.client_address[0],

@@ -18,6 +18,8 @@ import httpx
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from moto.server import ThreadedMotoServer
 
+from infinitetalk_cli.connection import Connection
+from infinitetalk_console import ConsoleServer, start_console
 from infinitetalk_core import clients, pipeline, settings
 from infinitetalk_core.models import TERMINAL_STATUSES, Job, JobStatus
 from infinitetalk_core.observability import logger as core_logger
@@ -79,6 +81,9 @@ class StackOptions:
     standin: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str, str], None] = print_log
     log_level: str = "INFO"
+    # The web console on 127.0.0.1 (``make up`` starts it); 0 picks a free port.
+    console: bool = False
+    console_port: int = 0
 
 
 class LocalStack:
@@ -96,6 +101,7 @@ class LocalStack:
         self.api = HttpApi({}, port=self.options.api_port)
         self.endpoint_url = ""
         self.real_wavespeed = bool(os.environ.get("WAVESPEED_API_KEY"))
+        self.console: ConsoleServer | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -147,8 +153,14 @@ class LocalStack:
         for timer in self.timers:
             timer.thread.start()
         log("stack", f"webhook endpoint {self.webhook_url}; functions: {', '.join(sorted(self.functions))}")
+        if self.options.console:
+            self.console = self._start_console()
+            log("stack", f"console at {self.console.url}")
 
     def stop(self) -> None:
+        if self.console is not None:
+            self.console.stop()
+            self.console = None
         threads = [poller.thread for poller in self.pollers] + [timer.thread for timer in self.timers]
         for thread in threads:
             thread.stop()
@@ -319,7 +331,31 @@ class LocalStack:
             "aws_access_key_id": AWS_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": AWS_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
             "webhook_url": self.webhook_url,
+            "monthly_budget_usd": str(settings.get_settings().monthly_budget_usd),
+            **({"console_url": self.console.url} if self.console is not None else {}),
         }
+
+    @property
+    def console_url(self) -> str:
+        return self.console.url if self.console is not None else ""
+
+    def _start_console(self) -> ConsoleServer:
+        """The console reads this stack as the ``infinitetalk`` command would, through the connection file's fields."""
+        document = self.connection()
+        connection = Connection(
+            bucket=document["bucket"],
+            jobs_table=document["jobs_table"],
+            ledger_table=document["ledger_table"],
+            region=REGION,
+            source="the local stack",
+            endpoint_url=self.endpoint_url,
+            access_key_id=document["aws_access_key_id"],
+            secret_access_key=document["aws_secret_access_key"],
+        )
+        budget = settings.get_settings().budget_micros
+        return start_console(
+            connection, budget, self.options.console_port, log=lambda line: self.options.log("console", line)
+        )
 
     def write_connection_file(self, path: Path = CONNECTION_FILE) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

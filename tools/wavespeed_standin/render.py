@@ -6,18 +6,16 @@ import io
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
+import av
 import imageio_ffmpeg
-import mutagen
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_OUTPUT_SECONDS = 600.0
 AUDIO_RATE = 48_000
-# ffmpeg's AAC encoder puts 1024 priming samples in front; mutagen counts them in the track
-# length, so the audio is cut that much short to make the output read exactly the input's length.
-AAC_PRIMING_SAMPLES = 1024
 
 Layout = Literal["single", "meanwhile", "left_right", "right_left"]
 
@@ -27,15 +25,38 @@ class RenderError(Exception):
 
 
 def audio_seconds(data: bytes, name: str) -> float:
-    """Playing time as mutagen reads it: the same reader the pipeline uses for its estimate."""
+    """How long the recording plays, as a decoder plays it: every sample decoded and counted.
+
+    This reads the bytes on its own (never with the pipeline's code), so a test sees any estimate
+    of the pipeline's that differs from what the video, and so the charge, comes to. In an MP4-family
+    file the track's declared length is kept where the decoder gives less than one frame more: that
+    surplus is the encoder's padding, which the edit list tells players to drop.
+    """
+    played = Fraction(0)
+    longest = Fraction(0)
     try:
-        parsed = mutagen.File(io.BytesIO(data))
-    except Exception as exc:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise RenderError(f"{name} could not be read as audio: it has no audio track")
+            track = container.streams.audio[0]
+            for packet in container.demux(track):
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError:
+                    continue  # a damaged frame is skipped, as players skip it
+                for frame in frames:
+                    length = Fraction(frame.samples, frame.sample_rate or track.sample_rate or 1)
+                    played += length
+                    longest = max(longest, length)
+            iso_media = container.format.name.startswith("mov,mp4")
+            declared = Fraction(track.duration) * track.time_base if track.duration and track.time_base else None
+    except av.FFmpegError as exc:
         raise RenderError(f"{name} could not be read as audio: {exc}") from exc
-    length = float(getattr(getattr(parsed, "info", None), "length", 0.0) or 0.0)
-    if parsed is None or length <= 0:
-        raise RenderError(f"{name} could not be read as audio (unrecognised format or no sound)")
-    return length
+    if played <= 0:
+        raise RenderError(f"{name} could not be read as audio (no sound decodes from it)")
+    if iso_media and declared is not None and declared < played <= declared + longest:
+        played = declared
+    return float(played)
 
 
 def output_seconds(layout: Layout, lengths: Sequence[float]) -> float:
@@ -88,7 +109,9 @@ def ffmpeg_command(plan: RenderPlan, output: Path) -> list[str]:
     else:
         graph.append("[a1][a2]concat=n=2:v=0:a=1[mixed]")
         mixed = "mixed"
-    samples = max(1, round(plan.seconds * AUDIO_RATE) - AAC_PRIMING_SAMPLES)
+    # Exactly the output's length in samples; the MP4's edit list then declares that length, and
+    # the AAC encoder's priming and padding stay outside it.
+    samples = max(1, round(plan.seconds * AUDIO_RATE))
     graph.append(f"[{mixed}]apad,atrim=end_sample={samples}[a]")
     command += ["-filter_complex", ";".join(graph), "-map", "[v]", "-map", "[a]"]
     command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]

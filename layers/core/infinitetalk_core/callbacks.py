@@ -32,7 +32,7 @@ from .webhooks import (
 )
 
 # A finished task may move a job from these; out of FAILED only when the submission's fate was unknown.
-REPORTABLE_FROM = [JobStatus.SUBMITTED, JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.FAILED]
+REPORTABLE_FROM = [JobStatus.SUBMITTED, JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.HELD, JobStatus.FAILED]
 REPORTABLE_FAILURE = FailureKind.SUBMIT_UNKNOWN
 
 
@@ -155,17 +155,15 @@ def explain(
         logger.error("report for a task of another model than the job's", extra={**extra, "model": prediction.model})
         return WebhookOutcome.OTHER_MODEL
     if refusal.webhook_seen:
-        outcome = WebhookOutcome.REPLAY
-    elif is_reportable(job):
+        return WebhookOutcome.REPLAY  # changes nothing; a fetch its first run failed to queue is reconcile's
+    if is_reportable(job):
         # Status, task and model allowed the write: only the stored token digest can have refused it.
         logger.error("the job's stored token does not verify", extra=extra)
         return WebhookOutcome.WRONG_TOKEN
-    else:
-        outcome = WebhookOutcome.ALREADY_RECORDED
     if job.status is JobStatus.REPORTED:
-        # The first delivery may have failed to queue its fetch; fetching is safe to repeat.
+        # Another delivery recorded it first and may have failed to queue its fetch; fetching is safe to repeat.
         pipeline.queues.send_fetch(job.job_id)
-    return outcome
+    return WebhookOutcome.ALREADY_RECORDED
 
 
 __all__ = [

@@ -283,17 +283,19 @@ def picture_problem(filename: str, width: int, height: int) -> str | None:
 
 def _wrong_bytes(filename: str, expected: MediaKind, head: bytes) -> MediaError:
     sniffed = sniff(head)
-    if sniffed.kind is expected:
-        return MediaError(f"{filename} could not be read as {expected}: its bytes are damaged; export it again")
+    if sniffed.kind is expected or sniffed.mime is None:
+        return MediaError(
+            f"{filename} could not be read as {with_article(str(expected))}: the file is truncated or damaged "
+            "(or not a picture at all); export it again"
+        )
     return MediaError(f"{filename} is named as {expected} but its bytes are {describe(sniffed, head)}")
 
 
 def _same_format_or_refuse(filename: str, found: Container, kind_word: str) -> None:
     extension = extension_of(filename)
     if extension not in found.extensions:
-        raise MediaError(
-            f"{filename} holds {with_article(found.label)} {kind_word}; rename it to .{found.rename_to} or convert it"
-        )
+        what = f"{found.label} audio" if kind_word == "audio" else with_article(f"{found.label} {kind_word}")
+        raise MediaError(f"{filename} holds {what}; rename it to .{found.rename_to} or convert it")
 
 
 def check_image(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFacts:
@@ -306,8 +308,9 @@ def check_image(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFact
             picture = Image.open(stream, formats=_PILLOW_FORMATS)
         except Image.DecompressionBombError as exc:
             raise MediaError(
-                f"{filename} declares more pixels than any picture may have ({exc}); pictures may have at most "
-                f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels and {MAX_PICTURE_SIDE} px on each side"
+                f"{filename} declares a picture far larger than any allowed (a possible decompression bomb); "
+                f"pictures may be at most {MAX_PICTURE_SIDE} px on each side and have at most "
+                f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels: scale it down"
             ) from exc
         except (BotoCoreError, ClientError):
             raise
@@ -371,20 +374,28 @@ class _Unnamed:
 def _open_container(stream: IO[bytes], filename: str, expected: MediaKind, head: bytes) -> InputContainer:
     stream.seek(0)
     try:
-        return av.open(_Unnamed(stream), mode="r", buffer_size=64 * 1024)
+        container = av.open(_Unnamed(stream), mode="r", buffer_size=64 * 1024)
     except av.FFmpegError as exc:
-        sniffed = sniff(head)
-        if sniffed.kind not in (None, MediaKind.AUDIO, MediaKind.VIDEO):
-            raise MediaError(f"{filename} is named as {expected} but its bytes are {describe(sniffed, head)}") from exc
-        if expected is MediaKind.AUDIO:
-            raise MediaError(
-                f"{filename} has no playable sound: its bytes could not be decoded as audio ({_reason(exc)}); "
-                "export it again as MP3, WAV, M4A, Ogg, Opus, FLAC or WebM"
-            ) from exc
-        raise MediaError(
-            f"{filename} holds no playable video: its bytes could not be decoded ({_reason(exc)}); "
-            "export it again as MP4, MOV, WebM or another accepted format"
-        ) from exc
+        raise _undecodable(filename, expected, head, _reason(exc)) from exc
+    if not container.streams:
+        container.close()
+        raise _undecodable(filename, expected, head, "no tracks found")
+    return container
+
+
+def _undecodable(filename: str, expected: MediaKind, head: bytes, reason: str) -> MediaError:
+    sniffed = sniff(head)
+    if sniffed.mime is not None and sniffed.kind not in (MediaKind.AUDIO, MediaKind.VIDEO):
+        return MediaError(f"{filename} is named as {expected} but its bytes are {describe(sniffed, head)}")
+    if expected is MediaKind.AUDIO:
+        return MediaError(
+            f"{filename} has no playable sound: its bytes could not be decoded as audio ({reason}); the file is "
+            "truncated or damaged: export it again as MP3, WAV, M4A, Ogg, Opus, FLAC or WebM"
+        )
+    return MediaError(
+        f"{filename} holds no playable video: its bytes could not be decoded ({reason}); the file is truncated "
+        "or damaged: export it again as MP4, MOV, WebM or another accepted format"
+    )
 
 
 def _reason(exc: av.FFmpegError) -> str:
@@ -421,13 +432,16 @@ def as_decimal(value: Fraction) -> Decimal:
 def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: bool = False) -> AudioLength:
     """Decode the first sound track to its end; ``checked`` also holds the container to WaveSpeed's list.
 
-    The length is the samples decoded, cut back to the container's declared length where the
-    decoder's surplus is no more than one frame (encoder padding the container tells players to drop).
+    The length is the samples decoded; for MP4-family files it is cut back to the track's declared
+    length where the decoder's surplus is no more than one frame (the encoder's padding, which the
+    edit list tells players to drop; other containers' decoders drop it themselves).
     A declared length more than one frame (plus 50 ms) beyond what decodes is refused: the bytes
     cannot play what the header promises.
     """
     if not head:
         head = stream.read(SNIFF_BYTES)
+    # Read before FFmpeg owns the stream: it keeps its own position and must not be moved under it.
+    header = _HeaderFacts(wav_seconds=wav_declared_seconds(stream), mp3_counts_frames=mp3_declares_length(stream))
     container = _open_container(stream, filename, MediaKind.AUDIO, head)
     with container:
         label = _accepted_container(container, filename, MediaKind.AUDIO).label if checked else container.format.name
@@ -438,7 +452,8 @@ def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: b
             if other.index != audio.index:
                 other.discard = av.stream.Discard.all
         codec = audio.codec_context.name
-        claimed = _declared_seconds(container, audio, stream)
+        container_name = container.format.name
+        claimed = _declared_seconds(container, audio, header)
         played, frame = _decoded_seconds(container, audio, filename)
     if played <= 0:
         raise MediaError(f"{filename} has no playable sound (it plays 0 s); export it again")
@@ -448,7 +463,8 @@ def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: b
             f"{filename} claims to play {seconds_text(claimed)} but its bytes play only {seconds_text(played)}: "
             "the file is truncated or damaged; export it again"
         )
-    if claimed is not None and claimed < played <= claimed + tolerance:
+    if is_iso_media(container_name) and claimed is not None and claimed < played <= claimed + tolerance:
+        # MP4 keeps the encoder's padding among its samples and says in its edit list where sound ends.
         played = claimed
     return AudioLength(
         seconds=as_decimal(played),
@@ -457,6 +473,18 @@ def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: b
         codec=codec,
         container=label,
     )
+
+
+def is_iso_media(format_name: str) -> bool:
+    return format_name == _ISO_MEDIA
+
+
+@dataclass(frozen=True)
+class _HeaderFacts:
+    """What a sound file's own header says, read with this module's small parsers."""
+
+    wav_seconds: Fraction | None
+    mp3_counts_frames: bool
 
 
 def playing_seconds(fileobj: BinaryIO, filename: str) -> Decimal:
@@ -506,7 +534,7 @@ def _readable(packets: Iterator[_P]) -> Iterator[_P]:
         yield packet
 
 
-def _declared_seconds(container: InputContainer, audio: AudioStream, stream: IO[bytes]) -> Fraction | None:
+def _declared_seconds(container: InputContainer, audio: AudioStream, header: _HeaderFacts) -> Fraction | None:
     """The length the file's own header declares, or ``None`` where FFmpeg only estimates one.
 
     MP3 declares a length only in a Xing, Info or VBRI frame, and ADTS AAC never: otherwise FFmpeg
@@ -516,8 +544,8 @@ def _declared_seconds(container: InputContainer, audio: AudioStream, stream: IO[
     if name == "aac":
         return None
     if name == "wav":
-        return wav_declared_seconds(stream)
-    if name == "mp3" and not mp3_declares_length(stream):
+        return header.wav_seconds
+    if name == "mp3" and not header.mp3_counts_frames:
         return None
     if audio.duration is not None and audio.duration > 0 and audio.time_base is not None:
         return Fraction(audio.duration) * audio.time_base
@@ -531,6 +559,13 @@ _WAV_PCM_TAGS = {0x0001, 0x0003, 0xFFFE}
 
 def wav_declared_seconds(stream: IO[bytes]) -> Fraction | None:
     """The data chunk's size over the byte rate, for PCM; ``None`` for a size written as unknown."""
+    try:
+        return _wav_declared_seconds(stream)
+    finally:
+        stream.seek(0)
+
+
+def _wav_declared_seconds(stream: IO[bytes]) -> Fraction | None:
     stream.seek(0)
     riff = stream.read(12)
     if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
@@ -563,6 +598,13 @@ _XING_OFFSETS = (13, 21, 36)
 
 def mp3_declares_length(stream: IO[bytes]) -> bool:
     """Whether the first MPEG audio frame is a Xing/Info/VBRI frame, which counts the file's frames."""
+    try:
+        return _mp3_declares_length(stream)
+    finally:
+        stream.seek(0)
+
+
+def _mp3_declares_length(stream: IO[bytes]) -> bool:
     stream.seek(0)
     start = 0
     tag = stream.read(10)
@@ -599,7 +641,10 @@ def check_video(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFact
         declared = _video_declared_seconds(container, video)
         shown, reached = _video_reach(container, video)
     if shown is None:
-        raise MediaError(f"{filename} holds no playable video: its pictures could not be decoded; export it again")
+        raise MediaError(
+            f"{filename} holds no playable video: its pictures could not be decoded (the file is truncated or "
+            "damaged); export it again"
+        )
     width, height = shown
     if problem := picture_problem(filename, width, height):
         raise MediaError(problem)

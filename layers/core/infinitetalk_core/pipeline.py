@@ -116,7 +116,8 @@ class Pipeline:
         separator = "&" if "?" in self.settings.webhook_url else "?"
         return f"{self.settings.webhook_url}{separator}{webhook_query(job.job_id, job.webhook_token)}"
 
-    def write_error(self, job: Job, problems: list[str], what_to_do: str) -> str:
+    def write_error(self, job: Job, problems: list[str], what_to_do: str, extra: dict[str, Any] | None = None) -> str:
+        """``extra``: further fields for this kind of file (for example the money a job may still owe)."""
         key = outputs_prefix(job.job_name) + ERROR_FILE
         document: dict[str, Any] = {
             "job_id": job.job_id,
@@ -129,6 +130,7 @@ class Pipeline:
             "inputs_untouched": True,
             "task_id": job.task_id,
             "written_at": iso(self.clock()),
+            **(extra or {}),
         }
         self.bucket.put_json(key, document)
         return key
@@ -175,9 +177,15 @@ WHAT_TO_DO: dict[FailureKind, str] = {
     FailureKind.REFUSED_BY_API: "WaveSpeed refused the request; fix what its message names and upload again.",
     FailureKind.GENERATION_FAILED: "WaveSpeed could not generate the video; check the image shows a clear face "
     "and the audio has speech, then upload again. Nothing was charged unless the ledger says so.",
-    FailureKind.SUBMIT_UNKNOWN: "The submission's answer was lost and no result arrived within the grace period. "
-    "It was not sent again, so you are never charged twice. If WaveSpeed did run it, the video will still be "
-    "delivered here; otherwise upload again.",
+    FailureKind.SUBMIT_UNKNOWN: "WaveSpeed's answer to the submission was lost and it could not be settled which "
+    "task, if any, is this job's (see problems). It was not sent again, so you are never charged twice, and if "
+    "WaveSpeed did run it, the video is still delivered here. Do not upload again before asking the operator: "
+    "a new upload is a new job, billed again.",
+    FailureKind.SUBMIT_FAILED: "WaveSpeed lost its answer to every submission of this job, and its prediction "
+    "history proves none of them made a task: nothing was charged. Upload again once WaveSpeed is healthy.",
+    FailureKind.RESULT_UNREADABLE: "WaveSpeed accepted the task (see task_id) but its result could not be read for "
+    "too long. It may have billed the task, so the estimate is kept as possibly owed (possibly_owed_usd). Ask the "
+    "operator to check the task with WaveSpeed; a new upload is a new job, billed again.",
     FailureKind.DELIVERY_FAILED: "WaveSpeed finished the task but refused to hand over its result or video "
     "(see problems). It billed the task, so the ledger charges the estimate. Upload again to run it anew.",
 }

@@ -61,6 +61,15 @@ class TaskAlreadyCharged(StaleTransition):
         self.owner_job_id = owner_job_id
 
 
+class TaskHeldByAnotherJob(StaleTransition):
+    """The WaveSpeed task is already recorded for another job: it is never recorded for a second one."""
+
+    def __init__(self, task_id: str, holder_job_id: str | None) -> None:
+        super().__init__(f"task {task_id} is held by job {holder_job_id or '(unknown)'}")
+        self.task_id = task_id
+        self.holder_job_id = holder_job_id
+
+
 @dataclass(frozen=True)
 class DeliveryProof:
     """What a webhook brings besides its signature: its delivery id, and the token of the URL it came to."""
@@ -393,6 +402,76 @@ class JobRepository:
                 return str(holder or "")
             raise
         return job_id
+
+    def record_task(
+        self, job: Job, to: JobStatus, from_statuses: Iterable[JobStatus], task_id: str, **changes: Any
+    ) -> Job:
+        """Record a task id on a job and hold the task for it (the ledger's ``TASK#`` item), atomically.
+
+        The same item ``claim_task`` and the charge use, so a task is held by one job from the moment
+        its id is known: a second job can never take it, whatever path it comes by.
+        Raises ``StaleTransition`` (the job moved on) or ``TaskHeldByAnotherJob``.
+        """
+        update, condition, names, values = self._update_parts(to, from_statuses, {**changes, "task_id": task_id})
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self._jobs,
+                    "Key": job_key(job.job_id),
+                    "UpdateExpression": update,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._ledger,
+                    "Key": task_key(task_id),
+                    "UpdateExpression": "SET job_id = :job, claimed_at = if_not_exists(claimed_at, :now)",
+                    "ConditionExpression": "attribute_not_exists(pk) OR job_id = :job",
+                    "ExpressionAttributeValues": _attrs({":job": job.job_id, ":now": iso(utc_now())}),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+        ]
+        try:
+            self._transact(items)
+        except ClientError as exc:
+            codes = [*_cancellation_codes(exc), "None", "None"]
+            if codes[0] == "ConditionalCheckFailed":
+                raise StaleTransition(f"{job.job_id} is no longer {', '.join(s.value for s in from_statuses)}") from exc
+            if codes[1] == "ConditionalCheckFailed":
+                holder = _plain(_cancellation_item(exc, 1) or {}).get("job_id")
+                raise TaskHeldByAnotherJob(task_id, str(holder) if holder else None) from exc
+            raise
+        # The row as written, without reading it back (the callers' roles need no read for this).
+        return job.model_copy(update={**changes, "status": to, "task_id": task_id, "status_since": utc_now()})
+
+    def task_holders(self, task_ids: Iterable[str]) -> dict[str, str]:
+        """Which job holds each of these tasks (strongly consistent); a task no job holds is absent."""
+        wanted = sorted(set(task_ids))
+        holders: dict[str, str] = {}
+        for start in range(0, len(wanted), 100):
+            request: dict[str, Any] = {
+                self._ledger: {
+                    "Keys": [task_key(task_id) for task_id in wanted[start : start + 100]],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, job_id",
+                }
+            }
+            for attempt in range(8):
+                answer = self._client.batch_get_item(RequestItems=request)
+                for raw in answer.get("Responses", {}).get(self._ledger, []):
+                    item = _plain(raw)
+                    holders[str(item["pk"]).removeprefix("TASK#")] = str(item.get("job_id", ""))
+                request = dict(answer.get("UnprocessedKeys") or {})
+                if not request:
+                    break
+                time.sleep(random.uniform(0.02, 0.1) * 2**attempt)
+            else:
+                raise RuntimeError("DynamoDB left task holders unread after eight tries")
+        return holders
 
     def settle(
         self,

@@ -28,8 +28,11 @@ from .intake import (
 from .models import FailureKind, Job, JobStatus, Role, micros_to_usd, usd_text
 from .observability import logger, metrics
 from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob, S3Notification
-from .repository import BudgetExceeded, DuplicateJob, StaleTransition
+from .repository import BudgetExceeded, DuplicateJob, StaleTransition, TaskHeldByAnotherJob
 from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
+
+# A submit answer is recorded from these: an answer that comes after the job was given up on still counts.
+LATE_ANSWER_FROM = [JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.HELD]
 
 # What a job waiting for its key says, in the jobs table and so in ``infinitetalk status``.
 API_KEY_WAIT = "waiting for the WaveSpeed API key: run `infinitetalk setup --stack NAME`"
@@ -272,11 +275,16 @@ def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None =
     spec = job.spec
     assert spec is not None
     if api_key_missing(pipeline):
-        wait_for_api_key(job, pipeline, [JobStatus.RECEIVED])
+        if not is_waiting_for_api_key(job):  # a repeated event for a waiting job changes nothing
+            wait_for_api_key(job, pipeline, [JobStatus.RECEIVED])
         return
     try:
         job = pipeline.jobs.transition(
-            job, JobStatus.SUBMITTING, [JobStatus.RECEIVED], submit_attempts=job.submit_attempts + 1
+            job,
+            JobStatus.SUBMITTING,
+            [JobStatus.RECEIVED],
+            submit_attempts=job.submit_attempts + 1,
+            submit_started_at=pipeline.clock(),  # a task this run makes is created after this moment
         )
     except StaleTransition:
         return
@@ -311,11 +319,16 @@ def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None =
 
 
 def record_task(job: Job, task_id: str, pipeline: Pipeline) -> None:
-    """Remember the task WaveSpeed created, even if the job was meanwhile marked uncertain."""
+    """Remember the task WaveSpeed created, even if the job was meanwhile marked uncertain.
+
+    Recording it also holds the task for this job, so no other job can ever be given it.
+    """
     try:
-        job = pipeline.jobs.transition(
-            job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING, JobStatus.UNCERTAIN], task_id=task_id, error=None
-        )
+        job = pipeline.jobs.record_task(job, JobStatus.SUBMITTED, LATE_ANSWER_FROM, task_id, error=None)
+    except TaskHeldByAnotherJob as exc:
+        metrics.add_metric(name="TaskHeldByAnotherJob", unit="Count", value=1)
+        logger.error("submit answer names a task held elsewhere", extra={"job_id": job.job_id, "error": str(exc)})
+        return
     except StaleTransition:
         logger.info("the task's webhook was recorded first", extra={"job_id": job.job_id, "task_id": task_id})
         return

@@ -1,0 +1,116 @@
+"""Paths a deployment walks rarely, walked end to end so their calls are recorded too.
+
+An output over the byte cap (its multipart upload aborted), a job whose submit message was lost
+(reconcile sends it back to submit), and a submission whose answer was lost past the grace
+period (reconcile settles it). The least-privilege check then sees the permissions these need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from infinitetalk_core.models import FailureKind, Job, JobSpec, JobStatus, ModelName, Role
+from local_stack import LocalStack
+from local_stack.samples import portrait_png, voice_wav
+from tests.e2e.helpers import expected_charge, ledger_lines, snapshot
+from tests.integration.conftest import start_stack, wait_until
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1024 * 1024
+OUTPUT_CAP = 9 * MIB  # above the first 8 MiB part, so an oversized output starts a multipart upload
+GRACE_SECONDS = 60  # the local stack's SubmitGraceSeconds
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with start_stack({"OUTPUT_MAX_BYTES": str(OUTPUT_CAP)}) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_faults_left_behind(stack: LocalStack) -> Iterator[None]:
+    yield
+    stack.standin.reset_faults()
+
+
+def reserved_this_month(stack: LocalStack, month: str) -> int:
+    totals, _ = stack.jobs.month(month)
+    return sum(t.reserved_micros for t in totals if t.model is None)
+
+
+def stored_job(stack: LocalStack, name: str, status: JobStatus, age_seconds: float) -> Job:
+    """A job row as a run that stopped half-way leaves it: inputs in place, its estimate held."""
+    stack.put(f"library/{name}/image.png", portrait_png())
+    stack.put(f"library/{name}/audio.wav", voice_wav(1.0))
+    since = time.time() - age_seconds
+    job = Job.model_validate(
+        {
+            "job_id": f"{name}-{int(since)}",
+            "job_name": name,
+            "status": status,
+            "status_since": since,
+            "created_at": since,
+            "spec": JobSpec(
+                name=name,
+                model=ModelName.SINGLE,
+                inputs={Role.IMAGE: f"library/{name}/image.png", Role.AUDIO: f"library/{name}/audio.wav"},
+            ),
+            "month": time.strftime("%Y-%m", time.gmtime(since)),
+            "rule_set": "seeds-output-5s",
+            "input_seconds": Decimal(1),
+            "estimate_micros": expected_charge(1.0, "480p"),
+            "reserved_micros": expected_charge(1.0, "480p"),
+            "error": "the run stopped here" if status is JobStatus.UNCERTAIN else None,
+        }
+    )
+    stack.jobs.create_with_reservation(job, budget_micros=0)
+    return job
+
+
+def test_an_output_over_the_byte_cap_is_aborted_mid_upload_and_leaves_nothing_half_written(
+    stack: LocalStack,
+) -> None:
+    stack.standin.faults.output_padding_bytes = 12 * MIB
+    stack.drop_folder("oversized", {"image.png": portrait_png(), "audio.wav": voice_wav(1.0)}, {})
+    inputs = snapshot(stack, "inbox/oversized/")
+
+    job = stack.wait_for("oversized", timeout=60)
+
+    assert job.status is JobStatus.FAILED and job.failure_kind is FailureKind.DELIVERY_FAILED, job.error
+    assert stack.output_keys("oversized") == ["outputs/oversized/error.json"]
+    uploads = stack.s3.list_multipart_uploads(Bucket=stack.bucket, Prefix="outputs/").get("Uploads", [])
+    assert uploads == [], "the aborted upload must not be left in progress"
+    assert "OUTPUT_MAX_BYTES" in stack.read_json("outputs/oversized/error.json")["problems"][0]
+    assert snapshot(stack, "inbox/oversized/") == inputs
+
+
+def test_a_job_whose_submit_message_was_lost_is_sent_back_to_submit_and_delivered(stack: LocalStack) -> None:
+    submits_before = stack.standin.submit_count
+    job = stored_job(stack, "message-lost", JobStatus.RECEIVED, age_seconds=120)
+
+    delivered = stack.wait_for("message-lost", statuses={"delivered"}, timeout=60)
+
+    assert delivered.job_id == job.job_id and delivered.submit_attempts == 1
+    assert stack.standin.submit_count == submits_before + 1
+    (line,) = ledger_lines(stack, delivered)
+    assert line.charged_micros == delivered.charged_micros and delivered.reserved_micros == 0
+
+
+def test_a_submission_whose_answer_was_lost_is_settled_after_the_grace_period(stack: LocalStack) -> None:
+    submits_before = stack.standin.submit_count
+    job = stored_job(stack, "answer-lost", JobStatus.UNCERTAIN, age_seconds=2 * GRACE_SECONDS)
+    held = reserved_this_month(stack, job.month)
+
+    settled = stack.wait_for("answer-lost", statuses={"failed"}, timeout=30)
+
+    assert settled.failure_kind is FailureKind.SUBMIT_UNKNOWN and settled.reserved_micros == 0
+    wait_until(lambda: reserved_this_month(stack, job.month) == held - job.reserved_micros, timeout=10)
+    error = stack.read_json("outputs/answer-lost/error.json")
+    assert error["failure_kind"] == "submit_unknown" and error["inputs_untouched"] is True
+    assert stack.standin.submit_count == submits_before, "an unknown submission is never sent again"
+    assert ledger_lines(stack, settled) == []
