@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import av
 import imageio_ffmpeg
+from av.audio.stream import AudioStream
 from av.container import InputContainer, OutputContainer
+from av.video.stream import VideoStream
 from PIL import Image
 
 from infinitetalk_core.models import MediaKind
@@ -62,7 +64,7 @@ def encode_audio(
     container_options: dict[str, str] | None = None,
 ) -> bytes:
     """``seconds`` of speech-like sound in ``fmt``/``codec``, resampled to what the encoder takes."""
-    with _output_file() as target, av.open(io.BytesIO(voice_wav(seconds))) as source:
+    with _output_file() as target, av.open(io.BytesIO(voice_wav(seconds)), mode="r") as source:
         with av.open(str(target), "w", format=fmt, options=container_options or {}) as out:
             _encode_sound(source, out, codec, rate, layout)
         return target.read_bytes()
@@ -70,10 +72,12 @@ def encode_audio(
 
 def _encode_sound(source: InputContainer, out: OutputContainer, codec: str, rate: int, layout: str) -> None:
     stream = out.add_stream(codec, rate=rate, options={"strict": "experimental"})
+    assert isinstance(stream, AudioStream)
     stream.layout = layout
-    sample_format = stream.codec_context.codec.audio_formats[0].name
+    formats = stream.codec_context.codec.audio_formats
+    assert formats, f"{codec} names no sample format"
     resampler = av.AudioResampler(
-        format=sample_format, layout=layout, rate=rate, frame_size=stream.codec_context.frame_size or None
+        format=formats[0].name, layout=layout, rate=rate, frame_size=stream.codec_context.frame_size or None
     )
     for frame in source.decode(audio=0):
         for resampled in resampler.resample(frame):
@@ -120,9 +124,10 @@ def _encode_pictures(
     options: dict[str, str],
 ) -> None:
     stream = out.add_stream(codec, rate=VIDEO_RATE, options=options)
+    assert isinstance(stream, VideoStream)
     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
     for index in range(round(seconds * VIDEO_RATE)):
-        frame = av.VideoFrame.from_image(picture).reformat(format="yuv420p")
+        frame = av.VideoFrame.from_image(picture).reformat(format="yuv420p")  # type: ignore[no-untyped-call]
         frame.pts = index
         out.mux(stream.encode(frame))
     out.mux(stream.encode(None))
@@ -292,7 +297,8 @@ def _cut(data: bytes, size: int | float) -> bytes:
     return data[: int(size) if size >= 1 else int(len(data) * size)]
 
 
-def corpus() -> list[Sample]:
+@cache
+def corpus() -> tuple[Sample, ...]:
     """Every sample, good and bad; names are unique, so each can be a test id and a drop name."""
     audio, images, videos = good_audio(), good_images(), good_videos()
     samples: list[Sample] = []
@@ -376,20 +382,12 @@ def corpus() -> list[Sample]:
     add("video-mkv-named-mp4", "video.mp4", V, videos["video.mkv"], "rename it to .webm")
     add("video-zero-bytes", "video.mp4", V, b"", "is empty (0 bytes)")
     add("video-plain-text", "video.mp4", V, b"just words\n" * 50, "plain text")
-    return samples
-
-
-def by_case() -> dict[str, Sample]:
-    return {sample.case: sample for sample in corpus()}
-
-
-CompanionMaker = Callable[[], bytes]
+    assert len({sample.case for sample in samples}) == len(samples), "case names are unique"
+    return tuple(samples)
 
 
 def companions(kind: MediaKind) -> dict[str, bytes]:
-    """Good files for the other roles of a job whose one sample is under test."""
-    if kind is MediaKind.VIDEO:
-        return {"audio.wav": voice_wav(2.0)}
-    if kind is MediaKind.IMAGE:
-        return {"audio.wav": voice_wav(2.0)}
-    return {"image.png": portrait_png(width=256, height=256)}
+    """Good files for the other roles of a job whose one sample is under test, by file name."""
+    if kind is MediaKind.AUDIO:
+        return {"image.png": portrait_png(width=256, height=256)}
+    return {"audio.wav": voice_wav(2.0)}

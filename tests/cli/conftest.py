@@ -84,10 +84,10 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_png(path: Path) -> Path:
-    """A real 1x1 PNG: the core checks an image's bytes, not just its name."""
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00\xff\x80\x00")
+def write_png(path: Path, side: int = 128) -> Path:
+    """A real PNG of the smallest size the core accepts: it checks an image's bytes, not just its name."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    pixels = zlib.compress((b"\x00" + b"\xff\x80\x00" * side) * side)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b""))
     return path
 

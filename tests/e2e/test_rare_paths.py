@@ -1,8 +1,9 @@
 """Paths a deployment walks rarely, walked end to end so their calls are recorded too.
 
 An output over the byte cap (its multipart upload aborted), a job whose submit message was lost
-(reconcile sends it back to submit), and a submission whose answer was lost past the grace
-period (reconcile settles it). The least-privilege check then sees the permissions these need.
+(reconcile sends it back to submit), a submission whose answer was lost and which made no task
+(reconcile finds none in WaveSpeed's history and submits again), and a result that stays
+unreadable (reconcile ends the job). The least-privilege check then sees what these paths need.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from infinitetalk_core.models import FailureKind, Job, JobSpec, JobStatus, Model
 from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
 from tests.e2e.helpers import expected_charge, ledger_lines, snapshot
-from tests.integration.conftest import start_stack, wait_until
+from tests.integration.conftest import start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +29,12 @@ GRACE_SECONDS = 60  # the local stack's SubmitGraceSeconds
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    with start_stack({"OUTPUT_MAX_BYTES": str(OUTPUT_CAP)}) as running:
+    environment = {
+        "OUTPUT_MAX_BYTES": str(OUTPUT_CAP),
+        "WEBHOOK_OVERDUE_SECONDS": "2",
+        "RESULT_UNREADABLE_LIMIT_SECONDS": "2",
+    }
+    with start_stack(environment) as running:
         yield running
 
 
@@ -36,11 +42,6 @@ def stack() -> Iterator[LocalStack]:
 def no_faults_left_behind(stack: LocalStack) -> Iterator[None]:
     yield
     stack.standin.reset_faults()
-
-
-def reserved_this_month(stack: LocalStack, month: str) -> int:
-    totals, _ = stack.jobs.month(month)
-    return sum(t.reserved_micros for t in totals if t.model is None)
 
 
 def stored_job(stack: LocalStack, name: str, status: JobStatus, age_seconds: float) -> Job:
@@ -101,16 +102,34 @@ def test_a_job_whose_submit_message_was_lost_is_sent_back_to_submit_and_delivere
     assert line.charged_micros == delivered.charged_micros and delivered.reserved_micros == 0
 
 
-def test_a_submission_whose_answer_was_lost_is_settled_after_the_grace_period(stack: LocalStack) -> None:
+def test_a_lost_submit_answer_whose_task_never_existed_is_submitted_again_and_charged_once(
+    stack: LocalStack,
+) -> None:
     submits_before = stack.standin.submit_count
     job = stored_job(stack, "answer-lost", JobStatus.UNCERTAIN, age_seconds=2 * GRACE_SECONDS)
-    held = reserved_this_month(stack, job.month)
 
-    settled = stack.wait_for("answer-lost", statuses={"failed"}, timeout=30)
+    delivered = stack.wait_for("answer-lost", statuses={"delivered"}, timeout=60)
 
-    assert settled.failure_kind is FailureKind.SUBMIT_UNKNOWN and settled.reserved_micros == 0
-    wait_until(lambda: reserved_this_month(stack, job.month) == held - job.reserved_micros, timeout=10)
-    error = stack.read_json("outputs/answer-lost/error.json")
-    assert error["failure_kind"] == "submit_unknown" and error["inputs_untouched"] is True
-    assert stack.standin.submit_count == submits_before, "an unknown submission is never sent again"
-    assert ledger_lines(stack, settled) == []
+    assert delivered.job_id == job.job_id and delivered.reserved_micros == 0
+    assert stack.standin.submit_count == submits_before + 1, "sent again once: WaveSpeed's history had no task"
+    (line,) = ledger_lines(stack, delivered)
+    assert line.charged_micros == delivered.charged_micros
+
+
+def test_a_result_that_stays_unreadable_ends_the_job_with_the_estimate_kept_as_possibly_owed(
+    stack: LocalStack,
+) -> None:
+    stack.standin.faults.drop_webhook_next = 1
+    stack.standin.faults.result_500_rate = 1.0
+    submits_before = stack.standin.submit_count
+    stack.drop_folder("unreadable", {"image.png": portrait_png(), "audio.wav": voice_wav(1.0)}, {})
+    inputs = snapshot(stack, "inbox/unreadable/")
+
+    job = stack.wait_for("unreadable", timeout=60)
+
+    assert job.status is JobStatus.FAILED and job.failure_kind is FailureKind.RESULT_UNREADABLE, job.error
+    assert job.reserved_micros == job.estimate_micros == expected_charge(1.0, "480p")
+    error = stack.read_json("outputs/unreadable/error.json")
+    assert error["failure_kind"] == "result_unreadable" and error["possibly_owed_usd"]
+    assert stack.standin.submit_count == submits_before + 1
+    assert snapshot(stack, "inbox/unreadable/") == inputs

@@ -17,7 +17,7 @@ from infinitetalk_core.models import FailureKind, Job, JobStatus
 from infinitetalk_core.repository import TOTAL_ALL
 from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
-from tests.integration.conftest import start_stack
+from tests.integration.conftest import start_stack, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def test_an_answer_lost_after_the_task_was_created_still_delivers_once(stack: Lo
     assert len(ledger_entries(stack, job)) == 1
 
 
-def test_an_unknown_submission_is_settled_after_the_grace_period_and_a_late_webhook_still_delivers(
+def test_an_unknown_submission_is_found_in_the_history_and_its_late_webhook_changes_nothing(
     stack: LocalStack,
 ) -> None:
     stack.standin.faults.submit_500_after_create_next = 1
@@ -60,18 +60,18 @@ def test_an_unknown_submission_is_settled_after_the_grace_period_and_a_late_webh
     stack.standin.faults.drop_webhook_rate = 0.0
     try:
         drop_folder(stack.s3, stack.bucket, "late-webhook", 1.0)
-        failed = stack.wait_for("late-webhook", statuses={"failed"}, timeout=30)
-        assert failed.failure_kind is FailureKind.SUBMIT_UNKNOWN
-        error = json.loads(
-            stack.s3.get_object(Bucket=stack.bucket, Key="outputs/late-webhook/error.json")["Body"].read()
-        )
-        assert "never charged twice" in error["what_to_do"]
-        delivered = stack.wait_for("late-webhook", statuses={"delivered"}, timeout=60)
+        delivered = stack.wait_for("late-webhook", statuses={"delivered"}, timeout=30)
+        # Found through the prediction history before its webhook came: never settled as failed.
+        assert not [d for d in stack.standin.webhook_deliveries if d.task_id == delivered.task_id]
+        wait_until(lambda: [d for d in stack.standin.webhook_deliveries if d.task_id == delivered.task_id] != [])
     finally:
         stack.standin.faults.webhook_delay_seconds = 0.0
     assert len(ledger_entries(stack, delivered)) == 1
     keys = stack.output_keys("late-webhook")
-    assert keys == ["outputs/late-webhook/result.json", "outputs/late-webhook/video.mp4"], "stale error file left"
+    assert keys == ["outputs/late-webhook/result.json", "outputs/late-webhook/video.mp4"], "no error file"
+    after = stack.jobs.get(delivered.job_id)
+    assert after is not None and after.status is JobStatus.DELIVERED
+    assert after.charged_micros == delivered.charged_micros
     totals, _ = stack.jobs.month(delivered.month)
     overall = next(t for t in totals if t.model is None)
     assert overall.reserved_micros >= 0

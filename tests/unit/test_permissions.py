@@ -6,6 +6,7 @@ The end-to-end check trusts these pieces, so each one is shown here to catch wha
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from botocore.stub import Stubber
 from s3transfer.futures import BoundedExecutor
 
-from infinitetalk_core import clients
+from infinitetalk_core import clients, pipeline
 from local_stack.calls import (
     CallRecorder,
     RecordedCall,
@@ -36,7 +37,8 @@ from local_stack.permissions import (
     platform_permissions,
     translate,
 )
-from local_stack.template import Physical
+from local_stack.runtime import LocalFunction
+from local_stack.template import Physical, Template
 
 BUCKET = "privilege-check-media-111122223333-eu-west-3"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
@@ -56,6 +58,7 @@ def call(operation: str, service: str = "s3", status: int | None = 200, **target
     return RecordedCall(
         function="FetchFunction",
         thread="fetch",
+        on_main_thread=False,
         service=service,
         operation=operation,
         target=target,
@@ -178,7 +181,7 @@ def test_calls_are_attributed_to_the_running_function_even_on_transfer_threads(s
     with CallRecorder() as recorder, stubber, invocation_of("FetchFunction"):
         shared_s3.put_object(Bucket="b", Key="outputs/a.json", Body=b"{}")
         executor = BoundedExecutor(max_size=2, max_num_threads=2)
-        executor.submit(_Task(lambda: seen_on_worker.append(running_function.get()))).result()
+        executor.submit(_Task(lambda: seen_on_worker.append(running_function.get()))).result()  # type: ignore[arg-type]
         executor.shutdown()
     assert [(c.function, c.operation, c.target, c.status) for c in recorder.calls] == [
         ("FetchFunction", "PutObject", {"Bucket": "b", "Key": "outputs/a.json"}, 200)
@@ -190,6 +193,17 @@ def test_a_presigned_url_counts_as_a_read_by_the_function_that_signed_it(shared_
     with CallRecorder() as recorder, invocation_of("SubmitFunction"):
         shared_s3.generate_presigned_url("get_object", Params={"Bucket": "b", "Key": "inbox/a/image.png"})
     assert [(c.function, c.operation, c.presigned) for c in recorder.calls] == [("SubmitFunction", "GetObject", True)]
+
+
+def test_each_local_function_builds_its_own_pipeline_as_its_own_lambda_process_would() -> None:
+    """Shared caches (a secret one function read) would hide another function's calls from the recorder."""
+    template = Template()
+    template.set_parameters({})
+    specs = {spec.logical_id: spec for spec in template.functions()}
+    loaded = [LocalFunction(specs[name], log=lambda source, line: None) for name in ("SubmitFunction", "FetchFunction")]
+    own = [inspect.unwrap(function._handler).__globals__["get_pipeline"] for function in loaded]
+    assert own[0] is not own[1]
+    assert pipeline.get_pipeline not in own
 
 
 class _Task:

@@ -1,7 +1,8 @@
 """Turn the ``drop`` arguments into the objects to upload, refusing locally what the pipeline would refuse.
 
-Every check here is the core's own (roles, extensions, bytes, audio length, options, name), run
-before a byte is uploaded, so a mistake costs a second instead of an upload and an error file.
+Every check here is the core's own (roles, extensions, sizes, every byte of every file, the decoded
+audio length, pixel sizes, options, name), run before a byte is uploaded, so a mistake costs a second
+instead of an upload and an error file.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from infinitetalk_core.intake import (
     name_problem,
     spec_problems,
 )
-from infinitetalk_core.media import SNIFF_BYTES, MediaError, check_kind, playing_seconds
+from infinitetalk_core.media import MediaError, check_media
 from infinitetalk_core.models import MAX_OUTPUT_SECONDS, ROLE_KIND, JobOptions, JobSpec, MediaKind, ModelName, Role
 from infinitetalk_core.storage import INBOX_PREFIX, StoredObject, outputs_prefix
 
@@ -102,33 +103,24 @@ def parse_options(raw: Mapping[str, object | None]) -> tuple[JobOptions | None, 
         return None, problems
 
 
-def _file_problems(role: Role, path: Path) -> list[str]:
+def _file_problems(role: Role, path: Path, lengths: dict[str, Decimal]) -> list[str]:
+    """The pipeline's own checks of one file's bytes; an audio file's decoded length goes into ``lengths``."""
     if not path.exists():
         return [f"{flag(role)}: {path} does not exist"]
     if not path.is_file():
         return [f"{flag(role)}: {path} is not a file"]
-    with path.open("rb") as stream:
-        head = stream.read(SNIFF_BYTES)
     try:
-        check_kind(path.name, ROLE_KIND[role], path.stat().st_size, head)
+        with path.open("rb") as stream:
+            facts = check_media(stream, path.name, ROLE_KIND[role], path.stat().st_size)
     except MediaError as exc:
         return [f"{flag(role)}: {exc}"]
+    if ROLE_KIND[role] is MediaKind.AUDIO and facts.seconds is not None:
+        lengths[role.value] = facts.seconds
     return []
 
 
-def _length_problems(spec: JobSpec, files: Mapping[Role, Path]) -> list[str]:
-    """The 10-minute limit, measured as the pipeline measures it, so a long file is never uploaded."""
-    lengths: dict[str, Decimal] = {}
-    problems: list[str] = []
-    for role, path in sorted(files.items()):
-        if ROLE_KIND[role] is MediaKind.AUDIO:
-            try:
-                with path.open("rb") as stream:
-                    lengths[role.value] = playing_seconds(stream, path.name)
-            except MediaError as exc:
-                problems.append(f"{flag(role)}: {exc}")
-    if problems:
-        return problems
+def _length_problems(spec: JobSpec, lengths: dict[str, Decimal]) -> list[str]:
+    """The 10-minute limit, from the lengths measured as the pipeline measures them."""
     seconds = output_seconds_for(spec.model, lengths, spec.order)
     return [length_problem(spec, lengths, seconds)] if seconds > MAX_OUTPUT_SECONDS else []
 
@@ -148,7 +140,8 @@ def plan_drop(
     if missing:
         needed = " and ".join(flag(role) for role in sorted(missing))
         problems.append(f"{model.short} needs {needed}")
-    file_problems = [p for role, path in sorted(given.items()) for p in _file_problems(role, path)]
+    lengths: dict[str, Decimal] = {}
+    file_problems = [p for role, path in sorted(given.items()) for p in _file_problems(role, path, lengths)]
     problems.extend(file_problems)
     if options is not None and not problems:
         spec = JobSpec(
@@ -158,7 +151,7 @@ def plan_drop(
             resolution=options.resolution,
             order=options.order,
         )
-        problems.extend(_length_problems(spec, given))
+        problems.extend(_length_problems(spec, lengths))
     if problems or options is None:
         raise DropRefused(problems)
 

@@ -246,7 +246,7 @@ class Console:
         query = dict(parse_qsl(split.query, keep_blank_values=True))
         head = parts[0] if parts else ""
         if head == "api" and len(parts) >= 2 and parts[1] == "drops":
-            return self.drop_call(method, parts[1:], query, handler)
+            return self.drop_call(method, parts, query, handler)
         if method != "GET":
             return self.problem(405, "Not allowed", f"{method} is not served here.")
         if parts in ([""], []):

@@ -54,6 +54,7 @@ class RecordedCall:
 
     function: str | None
     thread: str
+    on_main_thread: bool
     service: str
     operation: str
     target: Mapping[str, Any]
@@ -103,6 +104,7 @@ class CallRecorder:
         recorded = RecordedCall(
             function=running_function.get(),
             thread=threading.current_thread().name,
+            on_main_thread=threading.current_thread() is threading.main_thread(),
             service=call.service,
             operation=call.operation,
             target=call_target(call.params),
@@ -138,7 +140,7 @@ class CallRecorder:
     def unattributed_from_function_threads(self) -> list[RecordedCall]:
         """Calls off the test's own thread that no invocation claimed: a thread that lost its context."""
         with self._lock:
-            return [c for c in self.calls if c.function is None and c.thread != "MainThread"]
+            return [c for c in self.calls if c.function is None and not c.on_main_thread]
 
 
 @contextmanager

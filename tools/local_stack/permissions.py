@@ -215,12 +215,14 @@ def _statements(role_id: str, document: Mapping[str, Any], names: DeployedNames)
         actions = _as_list(statement["Action"])
         if any("*" in a or "?" in a for a in actions):
             raise UncheckablePolicy(f"{role_id} statement {sid}: name each action instead of {actions}")
-        sources = _as_list(statement["Resource"])
+        resources: list[str] = []
+        sources: list[str] = []
+        for written in _as_list(statement["Resource"]):
+            for resolved in _as_list(names.resolve(written)):  # an !If may stand for several
+                resources.append(str(resolved))
+                sources.append(template_syntax(written))
         yield Statement(
-            sid=sid,
-            actions=tuple(str(a) for a in actions),
-            resources=tuple(str(names.resolve(r)) for r in sources),
-            sources=tuple(template_syntax(r) for r in sources),
+            sid=sid, actions=tuple(str(a) for a in actions), resources=tuple(resources), sources=tuple(sources)
         )
 
 
@@ -443,7 +445,7 @@ def judge(
 ) -> Verdict:
     """Compare each function's recorded needs (and Lambda's own) with its statements."""
     verdict = Verdict()
-    used: dict[str, list[Permission]] = {f: list(platform.get(f, [])) for f in granted}
+    used: dict[str, set[Permission]] = {f: set(platform.get(f, [])) for f in granted}
     for function, function_calls in calls.items():
         if function not in granted:
             verdict.uncheckable.append(f"calls were recorded for {function}, which the template does not declare")
@@ -455,7 +457,7 @@ def judge(
                 verdict.uncheckable.append(f"{function}: {exc}")
                 continue
             for permission in needed:
-                used[function].append(permission)
+                used[function].add(permission)
                 verdict.used.setdefault(function, set()).add(permission_key(permission))
                 if not any(s.grants(permission) for s in granted[function]):
                     verdict.missing.setdefault(function, {}).setdefault(permission_key(permission), []).append(

@@ -80,7 +80,7 @@ class LocalFunction:
         hides another function's read of it, and the recorded calls are each function's own.
         """
         if getattr(module, "get_pipeline", None) is pipeline.get_pipeline:
-            module.get_pipeline = cache(lambda: pipeline.build_pipeline(settings.get_settings()))
+            vars(module)["get_pipeline"] = cache(lambda: pipeline.build_pipeline(settings.get_settings()))
 
     def _load(self, module_name: str) -> ModuleType:
         path = self.spec.code_dir / f"{module_name.replace('.', '/')}.py"
@@ -93,13 +93,17 @@ class LocalFunction:
 
     def invoke(self, event: dict[str, Any]) -> Any:
         """Raises what the handler raises, as Lambda reports a function error."""
+        thread = threading.current_thread()
+        caller_name = thread.name
         with self._lock, invocation_of(self.spec.logical_id):
-            threading.current_thread().name = self.name
+            thread.name = self.name  # the log's source column
             try:
                 return self._handler(event, LambdaContext(function_name=self.name, timeout_seconds=self.spec.timeout))
             except Exception:
                 self._log(self.name, "function error:\n" + traceback.format_exc().rstrip())
                 raise
+            finally:
+                thread.name = caller_name
 
 
 class StoppableThread(threading.Thread):

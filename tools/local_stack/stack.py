@@ -50,6 +50,9 @@ LOCAL_ENVIRONMENT = {
     "HTTP_TIMEOUT_SECONDS": "30",
     "SECRET_MAX_AGE_SECONDS": "5",
     "POWERTOOLS_METRICS_DISABLED": "true",
+    # The stand-in shares this machine's clock; a result unreadable for ten minutes is given up on.
+    "HISTORY_CLOCK_SKEW_SECONDS": "0.5",
+    "RESULT_UNREADABLE_LIMIT_SECONDS": "600",
 }
 AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",

@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from .billing import output_seconds_for
-from .media import EXTENSIONS, MediaError, check_kind, playing_seconds
+from .media import EXTENSIONS, MediaError, check_media
 from .models import (
     MAX_OUTPUT_SECONDS,
     OPTIONAL_ROLES,
@@ -34,12 +36,20 @@ from .models import (
     Role,
     SpeakerOrder,
 )
-from .storage import INBOX_PREFIX, MediaBucket, StoredObject
+from .storage import DOCUMENT_LIMIT_BYTES, INBOX_PREFIX, MAX_KEY_BYTES, MediaBucket, StoredObject, outputs_prefix
 
 OPTIONS_FILE = "job.json"
+# Room left after ``outputs/<name>/`` for the longest file name written there (error.json, result.json, video-2.mp4).
+OUTPUT_FILE_NAME_BYTES = 32
 # An unfinished upload holds its folder back until the folder has been quiet this long.
 ABANDONED_UPLOAD_SECONDS = 3_600
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Matched whole (``fullmatch``): a trailing newline is not a name.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# An error file names this many problems at most, each at most this long: a folder of ten thousand
+# stray files, or a job.json of ten thousand unknown options, still makes one readable file and one row.
+MAX_LISTED_PROBLEMS = 30
+MAX_PROBLEM_CHARS = 600
+MAX_LISTED_KEYS = 50
 
 
 class InputProblems(Exception):
@@ -106,11 +116,38 @@ def job_id_for(name: str, objects: Iterable[StoredObject]) -> str:
 
 
 def name_problem(name: str) -> str | None:
-    if NAME_PATTERN.match(name):
+    if NAME_PATTERN.fullmatch(name):
         return None
+    shown = name if len(name) <= 120 else f"{name[:100]}... ({len(name)} characters)"
     return (
-        f"job name {name!r} is not usable: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        f"job name {shown!r} is not usable: use 1-100 ASCII letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
     )
+
+
+def has_control_characters(text: str) -> bool:
+    return any(unicodedata.category(character) in ("Cc", "Cs") for character in text)
+
+
+def error_file_name(name: str) -> str:
+    """Where a refused drop's error file goes: ``outputs/<name>/``, unless that key cannot be written
+    or read back by a person (too long, control characters), when a shortened, cleaned name with a
+    digest of the real one is used instead."""
+    room = MAX_KEY_BYTES - OUTPUT_FILE_NAME_BYTES
+    if len(outputs_prefix(name).encode("utf-8", "surrogatepass")) <= room and not has_control_characters(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:80] or "unnamed"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{cleaned}-{digest}"
+
+
+def bounded_problems(problems: Sequence[str]) -> list[str]:
+    """At most ``MAX_LISTED_PROBLEMS`` lines of at most ``MAX_PROBLEM_CHARS`` each, saying how many were left out."""
+    shown = [p if len(p) <= MAX_PROBLEM_CHARS else p[: MAX_PROBLEM_CHARS - 3] + "..." for p in problems]
+    if len(shown) <= MAX_LISTED_PROBLEMS:
+        return shown
+    hidden = len(shown) - (MAX_LISTED_PROBLEMS - 1)
+    return [*shown[: MAX_LISTED_PROBLEMS - 1], f"... and {hidden} more problems of the same kinds"]
 
 
 def _options_problems(source: str, exc: ValidationError) -> list[str]:
@@ -120,11 +157,13 @@ def _options_problems(source: str, exc: ValidationError) -> list[str]:
         if error["type"] == "extra_forbidden":
             problems.append(f"{source}: unknown option {where!r}")
         else:
-            problems.append(f"{source}: {where}: {error['msg']}")
+            problems.append(f"{source}: {where}: {error['msg'].removeprefix('Value error, ')}")
     return problems
 
 
 def parse_options(source: str, raw: bytes, model_cls: type[JobOptions]) -> tuple[JobOptions | None, list[str]]:
+    if len(raw) > DOCUMENT_LIMIT_BYTES:
+        return None, [f"{source} is larger than {DOCUMENT_LIMIT_BYTES // 1024} KiB; options and manifests are small"]
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -257,7 +296,9 @@ def assess_manifest(drop: Drop, bucket: MediaBucket) -> Candidate | None:
     problems: list[str] = []
     if problem := name_problem(drop.name):
         problems.append(problem)
-    raw = bucket.read_bytes(drop.key)
+    raw = bucket.read_document(drop.key)
+    if raw is None:
+        return None
     parsed, option_problems = parse_options(drop.key, raw, Manifest)
     problems.extend(option_problems)
     objects = [manifest_object]
@@ -266,9 +307,18 @@ def assess_manifest(drop: Drop, bucket: MediaBucket) -> Candidate | None:
 
     found: dict[Role, StoredObject] = {}
     for role, key in sorted(parsed.inputs.items()):
-        stored = bucket.head(key)
+        shown = key if key == key.strip() else repr(key)
+        try:
+            stored = bucket.head(key)
+        except ClientError as exc:
+            if error_code(exc) not in ACCESS_DENIED:
+                raise
+            problems.append(
+                f"{role.value}: s3://{bucket.bucket}/{shown} cannot be read by the pipeline (access denied)"
+            )
+            continue
         if stored is None:
-            problems.append(f"{role.value}: s3://{bucket.bucket}/{key} does not exist")
+            problems.append(f"{role.value}: s3://{bucket.bucket}/{shown} does not exist")
         else:
             found[role] = stored
             objects.append(stored)
@@ -292,20 +342,43 @@ def assess_manifest(drop: Drop, bucket: MediaBucket) -> Candidate | None:
     return Candidate(job_id=job_id, name=drop.name, objects=objects, spec=spec)
 
 
+ACCESS_DENIED = frozenset({"403", "AccessDenied", "Forbidden"})
+_GONE = frozenset({"404", "NoSuchKey", "NotFound"})
+_CHANGED = frozenset({"412", "PreconditionFailed"})
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def inspect_inputs(spec: JobSpec, objects: dict[str, StoredObject], bucket: MediaBucket) -> InspectedInputs:
-    """Check every input's bytes and measure the audio; raises with every problem found."""
+    """Check every input's bytes, end to end, and measure the audio; raises with every problem found.
+
+    Each input is read as the exact version the job was made from; one deleted or replaced while it
+    is checked is a problem to report, not a failure to retry.
+    """
     problems: list[str] = []
     lengths: dict[str, Decimal] = {}
     for role, key in sorted(spec.inputs.items()):
         stored = objects[key]
         kind = ROLE_KIND[role]
+        filename = stored.filename or stored.key
         try:
-            check_kind(stored.filename, kind, stored.size, bucket.read_head(stored))
-            if kind is MediaKind.AUDIO:
-                with bucket.open(stored) as stream:
-                    lengths[role.value] = playing_seconds(stream, stored.filename)
+            with bucket.open(stored) as stream:
+                facts = check_media(stream, filename, kind, stored.size)
         except MediaError as exc:
             problems.append(str(exc))
+            continue
+        except ClientError as exc:
+            if error_code(exc) in _GONE:
+                problems.append(f"{filename} was deleted while it was being checked; upload it again")
+                continue
+            if error_code(exc) in _CHANGED:
+                problems.append(f"{filename} was replaced while it was being checked; upload the job again")
+                continue
+            raise
+        if kind is MediaKind.AUDIO and facts.seconds is not None:
+            lengths[role.value] = facts.seconds
     if problems:
         raise InputProblems(problems)
     output_seconds = output_seconds_for(spec.model, lengths, spec.order)

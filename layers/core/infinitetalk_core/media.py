@@ -55,6 +55,8 @@ MAX_PICTURE_PIXELS = 40_000_000
 LENGTH_SLACK_SECONDS = Fraction(1, 20)
 # Decoding stops here: a file this long is refused however much longer it is.
 MAX_DECODED_SECONDS = int(2 * MAX_OUTPUT_SECONDS)
+# Tags inside a WAV are parsed by FFmpeg into memory (several copies); ID3 tags in front of a file are skipped.
+MAX_EMBEDDED_TAG_BYTES = 8 * MEGABYTE
 # A video must show a picture within this many packets.
 FIRST_PICTURE_PACKETS = 300
 _MICROSECOND = Decimal("0.000001")
@@ -252,12 +254,6 @@ def check_media(stream: BinaryIO, filename: str, expected: MediaKind, size: int)
     return check_video(stream, filename, head)
 
 
-def check_kind(filename: str, expected: MediaKind, size: int, head: bytes) -> None:
-    """The checks that need only a file's name, size and first bytes."""
-    check_name_and_size(filename, expected, size)
-    check_head(filename, expected, head)
-
-
 # ---- pictures ---------------------------------------------------------------------------------------
 
 
@@ -349,20 +345,26 @@ def _decode_whole_picture(picture: Image.Image, stream: BinaryIO, filename: str,
 # ---- sound and video --------------------------------------------------------------------------------
 
 
-class _Unnamed:
-    """A stream without a name, so FFmpeg identifies a file by its bytes and never by its extension."""
+class _SoundView:
+    """What FFmpeg is shown of a file: no name (so the bytes alone identify it) and nothing of the ID3
+    tags in front of it. Tags are not sound, and FFmpeg would copy them whole into memory (a private
+    frame four times over, escaped), so a tag of any size costs neither a read nor a byte here."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], start: int) -> None:
         self._stream = stream
+        self._start = start
+        stream.seek(start)
 
     def read(self, size: int = -1) -> bytes:
         return self._stream.read(min(size, READ_CAP_BYTES) if size >= 0 else READ_CAP_BYTES)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._stream.seek(offset, whence)
+        if whence == io.SEEK_SET:
+            offset += self._start
+        return max(0, self._stream.seek(offset, whence) - self._start)
 
     def tell(self) -> int:
-        return self._stream.tell()
+        return max(0, self._stream.tell() - self._start)
 
     def seekable(self) -> bool:
         return True
@@ -371,10 +373,23 @@ class _Unnamed:
         return True
 
 
-def _open_container(stream: IO[bytes], filename: str, expected: MediaKind, head: bytes) -> InputContainer:
+def after_leading_tags(stream: IO[bytes]) -> int:
+    """Where the bytes after any ID3v2 tags at the start of a file begin (0 when there are none)."""
+    start = 0
+    for _ in range(8):
+        stream.seek(start)
+        tag = stream.read(10)
+        if len(tag) < 10 or tag[:3] != b"ID3" or any(byte & 0x80 for byte in tag[6:10]):
+            break
+        size = (tag[6] << 21) | (tag[7] << 14) | (tag[8] << 7) | tag[9]
+        start += 10 + size + (10 if tag[5] & 0x10 else 0)
     stream.seek(0)
+    return start
+
+
+def _open_container(stream: IO[bytes], filename: str, expected: MediaKind, head: bytes) -> InputContainer:
     try:
-        container = av.open(_Unnamed(stream), mode="r", buffer_size=64 * 1024)
+        container = av.open(_SoundView(stream, after_leading_tags(stream)), mode="r", buffer_size=64 * 1024)
     except av.FFmpegError as exc:
         raise _undecodable(filename, expected, head, _reason(exc)) from exc
     if not container.streams:
@@ -441,7 +456,13 @@ def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: b
     if not head:
         head = stream.read(SNIFF_BYTES)
     # Read before FFmpeg owns the stream: it keeps its own position and must not be moved under it.
-    header = _HeaderFacts(wav_seconds=wav_declared_seconds(stream), mp3_counts_frames=mp3_declares_length(stream))
+    riff = riff_facts(stream)
+    if riff.tag_bytes > MAX_EMBEDDED_TAG_BYTES:
+        raise MediaError(
+            f"{filename} carries {megabytes(riff.tag_bytes)} of tags in an ID3 chunk; at most "
+            f"{MAX_EMBEDDED_TAG_BYTES // MEGABYTE} MB of tags are read: remove them, or export the sound again"
+        )
+    header = _HeaderFacts(wav_seconds=riff.declared_seconds, mp3_counts_frames=mp3_declares_length(stream))
     container = _open_container(stream, filename, MediaKind.AUDIO, head)
     with container:
         label = _accepted_container(container, filename, MediaKind.AUDIO).label if checked else container.format.name
@@ -557,40 +578,53 @@ def _declared_seconds(container: InputContainer, audio: AudioStream, header: _He
 _WAV_PCM_TAGS = {0x0001, 0x0003, 0xFFFE}
 
 
-def wav_declared_seconds(stream: IO[bytes]) -> Fraction | None:
-    """The data chunk's size over the byte rate, for PCM; ``None`` for a size written as unknown."""
+@dataclass(frozen=True)
+class RiffFacts:
+    """A WAV's declared length (``None`` for a size written as unknown, or not PCM) and the size of its
+    ID3 chunks, which FFmpeg would copy into memory several times over."""
+
+    declared_seconds: Fraction | None = None
+    tag_bytes: int = 0
+
+
+def riff_facts(stream: IO[bytes]) -> RiffFacts:
+    """Walk a WAV's chunk headers (seeking over the chunks themselves); empty facts for anything else."""
     try:
-        return _wav_declared_seconds(stream)
+        return _riff_facts(stream)
     finally:
         stream.seek(0)
 
 
-def _wav_declared_seconds(stream: IO[bytes]) -> Fraction | None:
+def _riff_facts(stream: IO[bytes]) -> RiffFacts:
     stream.seek(0)
     riff = stream.read(12)
     if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-        return None
-    byte_rate = 0
+        return RiffFacts()
+    byte_rate, pcm = 0, False
+    declared: Fraction | None = None
+    tag_bytes = 0
     position = 12
-    for _ in range(64):
+    for _ in range(256):
         stream.seek(position)
         header = stream.read(8)
         if len(header) < 8:
-            return None
+            break
         chunk, size = header[:4], struct.unpack("<I", header[4:])[0]
         if chunk == b"fmt ":
             fmt = stream.read(16)
             if len(fmt) < 16:
-                return None
+                break
             tag, _, _, byte_rate = struct.unpack("<HHII", fmt[:12])
-            if tag not in _WAV_PCM_TAGS:
-                return None
+            pcm = tag in _WAV_PCM_TAGS
         elif chunk == b"data":
-            if not byte_rate or size in (0, 0xFFFFFFFF):
-                return None
-            return Fraction(size, byte_rate)
+            if size in (0, 0xFFFFFFFF):
+                break
+            if pcm and byte_rate:
+                declared = Fraction(size, byte_rate)
+        elif chunk.lower() == b"id3 ":
+            tag_bytes += size
         position += 8 + size + (size & 1)
-    return None
+    return RiffFacts(declared_seconds=declared, tag_bytes=tag_bytes)
 
 
 _XING_OFFSETS = (13, 21, 36)
@@ -605,13 +639,7 @@ def mp3_declares_length(stream: IO[bytes]) -> bool:
 
 
 def _mp3_declares_length(stream: IO[bytes]) -> bool:
-    stream.seek(0)
-    start = 0
-    tag = stream.read(10)
-    if len(tag) == 10 and tag[:3] == b"ID3":
-        size = (tag[6] << 21) | (tag[7] << 14) | (tag[8] << 7) | tag[9]
-        start = 10 + size + (10 if tag[5] & 0x10 else 0)
-    stream.seek(start)
+    stream.seek(after_leading_tags(stream))
     window = stream.read(8_192)
     for offset in range(len(window) - 1):
         if window[offset] == 0xFF and window[offset + 1] & 0xE0 == 0xE0:

@@ -8,9 +8,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 MAX_OUTPUT_SECONDS = Decimal(600)
+# S3's limit on a key, in bytes of UTF-8.
+MAX_KEY_BYTES = 1_024
+# Where the pipeline writes; nothing under it is ever an input.
+OUTPUTS_PREFIX = "outputs/"
 SEED_MIN = -1
 SEED_MAX = 2_147_483_647
 
@@ -103,10 +107,30 @@ class JobOptions(BaseModel):
     order: SpeakerOrder | None = None
 
 
+def check_input_key(key: str) -> str:
+    """A manifest's input key: something S3 can name, and never the pipeline's own outputs."""
+    if not key:
+        raise ValueError("the key is empty; give the S3 key of the file, for example library/people/ana.png")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueError("the key is not valid Unicode text") from exc
+    if size > MAX_KEY_BYTES:
+        raise ValueError(f"the key is {size:,} bytes long; S3 keys are at most {MAX_KEY_BYTES:,} bytes (UTF-8)")
+    if any(ord(character) < 32 or ord(character) == 127 for character in key):
+        raise ValueError(f"the key {key!r} holds a control character (such as a line break); no input is named so")
+    if key.startswith(OUTPUTS_PREFIX):
+        raise ValueError(f"{key!r} is under {OUTPUTS_PREFIX}, where the pipeline writes; inputs are never read there")
+    return key
+
+
+InputKey = Annotated[str, AfterValidator(check_input_key)]
+
+
 class Manifest(JobOptions):
     """``inbox/<name>.json``: options plus the bucket keys of the inputs, by role."""
 
-    inputs: dict[Role, str] = Field(min_length=1)
+    inputs: dict[Role, InputKey] = Field(min_length=1)
 
 
 class JobSpec(BaseModel):

@@ -116,7 +116,8 @@ def result_unreadable(job: Job, error: str, pipeline: Pipeline) -> str:
     """Count from the first failed read; past the limit the job ends, its estimate kept as possibly owed."""
     now = pipeline.clock()
     since = job.result_unreadable_since
-    if since is None:
+    # Noting the first failure moves the row (status_since); any later move means the count is stale.
+    if since is None or job.status_since - since > timedelta(seconds=1):
         with suppress(StaleTransition):  # moved on meanwhile: nothing left to note
             pipeline.jobs.transition(job, JobStatus.SUBMITTED, [JobStatus.SUBMITTED], result_unreadable_since=now)
         return "result_unavailable"
@@ -389,11 +390,13 @@ def hold(verdict: Ambiguous, jobs: dict[str, Job], pipeline: Pipeline) -> Counte
         f"them: {', '.join(verdict.job_ids)}. {OPERATOR_ACTION}"
     )
     counts: Counter[str] = Counter()
+    newly_held = False
     for job_id in verdict.job_ids:
         job = jobs[job_id]
         counts["held_ambiguous"] += 1
         if job.status is JobStatus.HELD and job.error == message:
             continue
+        newly_held = True
         ended = job.submit_ended_at or job.status_since
         try:
             held = pipeline.jobs.transition(job, JobStatus.HELD, list(LOOKED_UP), error=message, submit_ended_at=ended)
@@ -406,7 +409,10 @@ def hold(verdict: Ambiguous, jobs: dict[str, Job], pipeline: Pipeline) -> Counte
             "The operator has been alerted; the video is delivered here once it is settled.",
             {"possibly_owed_usd": usd_text(job.reserved_micros)},
         )
-    logger.error("lost submit answers held for an operator", extra={"jobs": verdict.job_ids, "tasks": verdict.task_ids})
+    # Said loudly once; the count above is the alarm's metric for as long as they stay held.
+    (logger.error if newly_held else logger.info)(
+        "lost submit answers held for an operator", extra={"jobs": verdict.job_ids, "tasks": verdict.task_ids}
+    )
     return counts
 
 

@@ -10,13 +10,16 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from .media import SNIFF_BYTES, open_s3_object
+from .media import READ_CAP_BYTES, open_s3_object
+from .models import MAX_KEY_BYTES as MAX_KEY_BYTES
+from .models import OUTPUTS_PREFIX as OUTPUTS_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 INBOX_PREFIX = "inbox/"
-OUTPUTS_PREFIX = "outputs/"
+# job.json and manifests: read with one ranged GET of at most this many bytes (and one more, to tell).
+DOCUMENT_LIMIT_BYTES = 1024 * 1024
 # Constant memory whatever the video size: two 8 MiB parts in flight and two read ahead, at most.
 STREAMING_TRANSFER = TransferConfig(
     multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=2
@@ -68,24 +71,36 @@ class MediaBucket:
             raise
         return StoredObject(key, meta["ContentLength"], meta["ETag"].strip('"'), meta["LastModified"])
 
-    def read_head(self, stored: StoredObject) -> bytes:
-        if stored.size == 0:
-            return b""
-        end = min(stored.size, SNIFF_BYTES) - 1
-        return self.client.get_object(Bucket=self.bucket, Key=stored.key, Range=f"bytes=0-{end}")["Body"].read()
+    def read_document(self, key: str, limit: int = DOCUMENT_LIMIT_BYTES) -> bytes | None:
+        """At most ``limit + 1`` bytes in one ranged GET (so a caller can tell it is too large); ``None`` if gone."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{min(limit, READ_CAP_BYTES)}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object
+                return b""
+            raise
+        return body["Body"].read()
 
-    def read_bytes(self, key: str, limit: int = 1024 * 1024) -> bytes:
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        data = body.read(limit + 1)
+    def read_bytes(self, key: str, limit: int = DOCUMENT_LIMIT_BYTES) -> bytes:
+        data = self.read_document(key, limit)
+        if data is None:
+            raise FileNotFoundError(f"{key} does not exist")
         if len(data) > limit:
             raise ValueError(f"{key} is larger than {limit} bytes")
         return data
 
     def open(self, stored: StoredObject) -> BinaryIO:
-        return open_s3_object(self.client, self.bucket, stored.key, stored.size)
+        """The exact version ``stored`` describes (If-Match on its ETag), in ranged GETs of at most 8 MiB."""
+        return open_s3_object(self.client, self.bucket, stored.key, stored.size, stored.etag)
 
     def open_stream(self, key: str) -> IO[bytes]:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]  # type: ignore[return-value]
+        """The whole object as a stream of ranged GETs, none larger than ``READ_CAP_BYTES``."""
+        stored = self.head(key)
+        if stored is None:
+            raise FileNotFoundError(f"{key} does not exist")
+        return self.open(stored)
 
     def put_json(self, key: str, document: Any) -> None:
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()

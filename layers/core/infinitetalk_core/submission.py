@@ -14,6 +14,7 @@ from .billing import rule_book
 from .budget_alerts import check_budget_alerts
 from .credentials import CredentialNotSet
 from .intake import (
+    MAX_LISTED_KEYS,
     OPTIONS_FILE,
     Candidate,
     Drop,
@@ -21,7 +22,9 @@ from .intake import (
     Waiting,
     assess_folder,
     assess_manifest,
+    bounded_problems,
     drop_for_key,
+    error_file_name,
     inspect_inputs,
     job_id_for,
 )
@@ -176,7 +179,7 @@ def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
         return assess_manifest(drop, pipeline.bucket)
     objects = pipeline.bucket.list(drop.key)
     options_key = drop.key + OPTIONS_FILE
-    options_raw = pipeline.bucket.read_bytes(options_key) if any(o.key == options_key for o in objects) else None
+    options_raw = pipeline.bucket.read_document(options_key) if any(o.key == options_key for o in objects) else None
     uploading = pipeline.bucket.uploads_in_progress(drop.key)
     verdict = assess_folder(
         drop, objects, options_raw, pipeline.clock(), pipeline.settings.folder_settle_seconds, uploading
@@ -200,8 +203,13 @@ def budget_problem(job: Job, pipeline: Pipeline) -> str:
 def reject(
     candidate: Candidate, problems: list[str], kind: FailureKind, pipeline: Pipeline, estimate_micros: int = 0
 ) -> None:
-    """Refuse a drop before any money is at stake; the error file says what to change."""
+    """Refuse a drop before any money is at stake; the error file says what to change.
+
+    Whatever a drop holds, the refusal fits in one error file and one row: problems and keys are
+    bounded, and a name no S3 key can hold gets its error file under a shortened name.
+    """
     now = pipeline.clock()
+    problems = bounded_problems(problems)
     job = Job(
         job_id=candidate.job_id,
         job_name=candidate.name,
@@ -209,12 +217,13 @@ def reject(
         status_since=now,
         created_at=now,
         spec=candidate.spec,
-        drop_keys=sorted(o.key for o in candidate.objects),
+        drop_keys=sorted(o.key for o in candidate.objects)[:MAX_LISTED_KEYS],
         failure_kind=kind,
         error="; ".join(problems),
         estimate_micros=estimate_micros,
     )
-    pipeline.write_error(job, problems, WHAT_TO_DO[kind])
+    where = job.model_copy(update={"job_name": error_file_name(job.job_name)})
+    pipeline.write_error(where, problems, WHAT_TO_DO[kind])
     try:
         pipeline.jobs.put_new(job)
     except DuplicateJob:
