@@ -24,6 +24,9 @@ WAV = "http://127.0.0.1:9/audio.wav"
         ("GET", "/predictions/abc/result"),
         ("GET", "/webhook/secret"),
         ("POST", "/media/upload/binary"),
+        ("POST", "/upload"),
+        ("POST", "/media/uploads"),
+        ("POST", "/predictions"),
     ],
 )
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-key", API_KEY])

@@ -12,6 +12,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from samtranslator.yaml_helper import yaml_parse
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "layers" / "core"
@@ -95,3 +96,15 @@ def test_the_project_installs_what_the_layer_carries() -> None:
     declared = {canonicalize_name(Requirement(text).name) for text in project["dependencies"]}
     layer = {canonicalize_name(Requirement(line).name) for line in requirement_lines(LAYER / "requirements.in")}
     assert layer - declared == set(), "add these to pyproject.toml's dependencies"
+
+
+def test_sam_builds_the_layer_from_the_lock_alone() -> None:
+    """`sam build` runs the layer's Makefile (no Docker, no local 3.12), which installs the lock and nothing else."""
+    template = yaml_parse((ROOT / "template.yaml").read_text(encoding="utf-8"))
+    layer = template["Resources"]["CoreLayer"]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Properties"]["ContentUri"].rstrip("/") == "layers/core"
+    makefile = (LAYER / "Makefile").read_text(encoding="utf-8")
+    target = makefile.split("\nbuild-CoreLayer:", 1)[1].split("\n\n", 1)[0]
+    for flag in ("-r requirements.txt", "--no-deps", "--only-binary=:all:", "--python-version 3.12"):
+        assert flag in target or flag in makefile.split("\nbuild-CoreLayer:", 1)[0], f"{flag} missing"

@@ -2,9 +2,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from infinitetalk_core.intake import Candidate, Drop, Waiting, assess_folder, drop_for_key, job_id_for
-from infinitetalk_core.models import ModelName, Resolution, Role, SpeakerOrder
-from infinitetalk_core.storage import StoredObject
+from infinitetalk_core.intake import (
+    MAX_LISTED_PROBLEMS,
+    Candidate,
+    Drop,
+    Waiting,
+    assess_folder,
+    bounded_problems,
+    drop_for_key,
+    error_file_name,
+    job_id_for,
+    name_problem,
+    parse_options,
+)
+from infinitetalk_core.models import JobOptions, Manifest, ModelName, Resolution, Role, SpeakerOrder
+from infinitetalk_core.storage import DOCUMENT_LIMIT_BYTES, StoredObject
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 FOLDER = Drop(name="talk", kind="folder", key="inbox/talk/")
@@ -135,3 +147,92 @@ def test_job_ids_repeat_for_the_same_objects_and_change_for_new_bytes() -> None:
 
 def test_an_empty_folder_is_nothing_to_do() -> None:
     assert assess([]) is None
+
+
+# ---- names and keys ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["talk", "a", "A.b_c-9", "9" * 100])
+def test_usable_names_pass(name: str) -> None:
+    assert name_problem(name) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["talk\n", "talk\r\n", "\ntalk", "talk ", "my talk", "Chloé", "-talk", ".talk", "", "9" * 101, "a/b"]
+)
+def test_a_name_is_matched_whole(name: str) -> None:
+    """A trailing newline once passed the pattern's ``$``."""
+    problem = name_problem(name)
+    assert problem is not None and "is not usable" in problem and "ASCII letters" in problem
+
+
+def manifest_problems(document: str) -> list[str]:
+    options, problems = parse_options("inbox/talk.json", document.encode(), Manifest)
+    assert (options is None) == bool(problems)
+    return problems
+
+
+GOOD_AUDIO = '"audio": "library/voice.wav"'
+
+
+@pytest.mark.parametrize(
+    ("image_key", "expected"),
+    [
+        ('""', "inputs.image: the key is empty"),
+        ('"outputs/talk/video.mp4"', "'outputs/talk/video.mp4' is under outputs/, where the pipeline writes"),
+        (f'"{"k" * 1025}"', "the key is 1,025 bytes long; S3 keys are at most 1,024 bytes (UTF-8)"),
+        (f'"{"é" * 513}"', "the key is 1,026 bytes long"),
+        ('"library/portrait.png\\n"', "holds a control character (such as a line break)"),
+        ('"library/\\u0000.png"', "holds a control character"),
+        ('"\\ud800.png"', "the key is not valid Unicode text"),
+    ],
+)
+def test_manifest_keys_are_checked_before_anything_is_read(image_key: str, expected: str) -> None:
+    problems = manifest_problems(f'{{"inputs": {{"image": {image_key}, {GOOD_AUDIO}}}}}')
+    assert any(expected in p and p.startswith("inbox/talk.json: inputs.image: ") for p in problems), problems
+    assert not any("Value error" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "k" * 1024,
+        "é" * 512,
+        "library/Médiathèque de Zoë/prise n°1.png",
+        "outputs",
+        "Outputs/x.png",
+        "inbox/talk/image.png",
+    ],
+)
+def test_manifest_keys_up_to_1024_bytes_with_any_letters_are_accepted(key: str) -> None:
+    assert manifest_problems(f'{{"inputs": {{"image": "{key}", {GOOD_AUDIO}}}}}') == []
+
+
+def test_a_document_over_the_limit_is_refused_unparsed() -> None:
+    options, problems = parse_options("inbox/talk/job.json", b" " * (DOCUMENT_LIMIT_BYTES + 1), JobOptions)
+    assert options is None and problems == [
+        "inbox/talk/job.json is larger than 1024 KiB; options and manifests are small"
+    ]
+
+
+def test_problems_are_bounded_for_one_error_file_and_one_row() -> None:
+    many = [f"stray-{n}.txt: unexpected file" for n in range(1_000)] + ["x" * 10_000]
+    shown = bounded_problems(many)
+    assert len(shown) == MAX_LISTED_PROBLEMS
+    assert shown[-1] == f"... and {len(many) - MAX_LISTED_PROBLEMS + 1} more problems of the same kinds"
+    assert shown[:-1] == many[: MAX_LISTED_PROBLEMS - 1]
+    assert bounded_problems(["x" * 10_000])[0].endswith("...") and len(bounded_problems(["x" * 10_000])[0]) == 600
+    assert bounded_problems(many[:3]) == many[:3]
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [("talk", True), ("my talk", True), ("Chloé", True), ("a" * 900, True), ("a" * 1_000, False), ("talk\t", False)],
+)
+def test_an_error_file_goes_where_its_name_says_unless_no_key_can_hold_it(name: str, kept: bool) -> None:
+    where = error_file_name(name)
+    assert (where == name) is kept
+    assert len(f"outputs/{where}/error.json".encode()) <= 1024
+    if not kept:
+        assert where == error_file_name(name) and where != error_file_name(name + "x"), "stable and distinct"
+        assert all(ch.isascii() and (ch.isalnum() or ch in "-._") for ch in where)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import webbrowser
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -293,6 +294,48 @@ def ledger(
         return
     console.print(totals_table(totals, month))
     console.print(entries_table(entries, month, narrow=console.width < WIDE_COLUMNS))
+
+
+@app.command("console")
+def console_command(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    budget_usd: Annotated[
+        str | None, typer.Option(help="Monthly budget to draw (default: the stack's MonthlyBudgetUsd).")
+    ] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the console in the default browser.")] = False,
+) -> None:
+    """Serve the web console for this stack on 127.0.0.1 until Ctrl-C: jobs, videos, the month's money, drops.
+
+    It runs here, with your AWS credentials; nothing new is exposed in AWS.
+    """
+    from infinitetalk_console import ConsoleServer, budget_micros_for, console_for
+
+    session: Session = ctx.obj
+    clients = session.clients()
+    progress = err()
+    with talking_to_aws(session):
+        try:
+            budget = budget_micros_for(session.options, budget_usd)
+        except NotConfigured as exc:
+            fail(str(exc), EXIT_USAGE)
+        try:
+            server = ConsoleServer(
+                console_for(clients.connection, budget, log=lambda line: progress.print(line, markup=False)), port
+            )
+        except OSError as exc:
+            fail(
+                f"port {port} on 127.0.0.1 cannot be used ({exc.strerror}); pass --port 0 for any free port", EXIT_USAGE
+            )
+    out().print(f"console for {clients.connection.source} at {server.url}  (Ctrl-C stops it)", markup=False)
+    if open_browser:
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        progress.print("console stopped")
+    finally:
+        server.stop()
 
 
 @app.command()

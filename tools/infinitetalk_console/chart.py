@@ -123,6 +123,7 @@ class BudgetChart:
     held_box: tuple[float, float, float, float] | None
     budget: Line | None
     thresholds: list[Line] = field(default_factory=list)
+    end: tuple[float, float] | None = None
     plot_bottom: float = 0.0
     plot_left: float = 0.0
     plot_right: float = 0.0
@@ -247,6 +248,7 @@ def budget_chart(
     x_of = {d: LEFT + i * slot for i, d in enumerate(days)}
     bottom = HEIGHT - BOTTOM
     points = " ".join(f"{x_of[d]:.1f},{bottom - v * scale:.1f}" for d, v in cumulative)
+    end = (x_of[cumulative[-1][0]], bottom - cumulative[-1][1] * scale) if cumulative else None
     held_box = None
     if held_micros > 0:
         x = x_of[last]
@@ -269,6 +271,7 @@ def budget_chart(
         held_box=held_box,
         budget=budget,
         thresholds=thresholds,
+        end=end,
         plot_bottom=bottom,
         plot_left=LEFT,
         plot_right=WIDTH - RIGHT,

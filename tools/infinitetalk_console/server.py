@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from infinitetalk_cli.render import seconds_text
 from infinitetalk_core.media import EXTENSIONS
 from infinitetalk_core.models import (
     ROLE_KIND,
@@ -87,6 +88,7 @@ def templates() -> Environment:
     environment.filters["when"] = when
     environment.filters["iso"] = lambda value: iso_time(value) if value else ""
     environment.filters["usd"] = usd_text
+    environment.filters["seconds"] = seconds_text
     return environment
 
 

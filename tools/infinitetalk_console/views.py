@@ -38,7 +38,9 @@ PRESIGN_SECONDS = 600
 LIST_LIMIT = 200
 SCAN_LIMIT = 5_000
 # Failures that happen before WaveSpeed has a task: their timeline ends after "received".
-FAILED_BEFORE_TASK = frozenset({FailureKind.REFUSED_BY_API, FailureKind.SUBMIT_UNKNOWN, FailureKind.BUDGET})
+FAILED_BEFORE_TASK = frozenset(
+    {FailureKind.REFUSED_BY_API, FailureKind.SUBMIT_UNKNOWN, FailureKind.SUBMIT_FAILED, FailureKind.BUDGET}
+)
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ def timeline(
         JobStatus.RECEIVED: 0,
         JobStatus.SUBMITTING: 0,
         JobStatus.UNCERTAIN: 0,
+        JobStatus.HELD: 0,
         JobStatus.SUBMITTED: 1,
         JobStatus.REPORTED: 2,
         JobStatus.DELIVERED: 3,
@@ -253,7 +256,8 @@ def timeline(
         elif index == last:
             detail = {
                 JobStatus.SUBMITTING: "submitting to WaveSpeed",
-                JobStatus.UNCERTAIN: "the submit answer was lost; waiting for WaveSpeed's webhook",
+                JobStatus.UNCERTAIN: "the submit answer was lost; looking for its task in WaveSpeed's history",
+                JobStatus.HELD: "held for an operator: WaveSpeed's history cannot tell which task is this job's",
             }.get(status, "")
             steps.append(Step(stage.value, "current", at or since, detail))
         else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
 from samtranslator.yaml_helper import yaml_parse
 
 from .calls import learn_resource_names
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,6 +242,7 @@ class AwsClients:
     dynamodb: DynamoDBClient
     events: EventBridgeClient
     secrets: SecretsManagerClient
+    sns: SNSClient | None = None  # made on the other clients' endpoint when not given
 
 
 class Provisioner:
@@ -252,10 +255,11 @@ class Provisioner:
             "AWS::SQS::Queue",
             "AWS::SecretsManager::Secret",
             "AWS::Events::EventBus",
+            "AWS::SNS::Topic",
         }
     )
     # Resources with no local counterpart: code is run by the local stack itself, and the rest
-    # (roles, policies, log groups, alarms and their topic, the API) only matter in a real account.
+    # (roles, policies, log groups, alarms, email subscriptions, the API) only matter in a real account.
     # The roles are held to the calls the functions make by tests/e2e/test_zz_least_privilege.py.
     # The bucket policy refuses plain HTTP, which is all the local endpoint speaks (moto enforces it).
     NOT_RUN_LOCALLY = frozenset(
@@ -268,7 +272,6 @@ class Provisioner:
             "AWS::SQS::QueuePolicy",
             "AWS::Logs::LogGroup",
             "AWS::CloudWatch::Alarm",
-            "AWS::SNS::Topic",
             "AWS::SNS::Subscription",
         }
     )
@@ -324,6 +327,18 @@ class Provisioner:
             self.template.physical[logical_id] = Physical(ref=bus_name, attributes={"Arn": arn, "Name": bus_name})
         elif kind == "AWS::S3::Bucket":
             self.template.physical[logical_id] = self._bucket(props.get("BucketName", name.lower()), props)
+        elif kind == "AWS::SNS::Topic":
+            topic_name = props.get("TopicName", name)
+            arn = self._sns().create_topic(Name=topic_name)["TopicArn"]
+            self.template.physical[logical_id] = Physical(
+                ref=arn, attributes={"TopicArn": arn, "TopicName": topic_name}
+            )
+
+    def _sns(self) -> SNSClient:
+        if self.aws.sns is None:
+            meta = self.aws.s3.meta
+            self.aws.sns = boto3.client("sns", endpoint_url=meta.endpoint_url, region_name=meta.region_name)
+        return self.aws.sns
 
     def _queue(self, name: str, props: dict[str, Any]) -> Physical:
         attributes: dict[Any, str] = {
