@@ -18,7 +18,7 @@ import pytest
 from local_stack import LocalStack, StackOptions
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Page
+    from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Page
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -115,16 +115,18 @@ def page(browser: BrowserContext) -> Iterator[Page]:
     """A fresh tab whose script errors, refused resources and dialogs fail the test."""
     tab = browser.new_page()
     troubles: list[str] = []
-    tab.on("pageerror", lambda error: troubles.append(f"script error: {error}"))
-    tab.on("dialog", lambda dialog: (troubles.append(f"dialog opened: {dialog.message}"), dialog.dismiss()))
-    tab.on(
-        "console",
-        lambda message: (
+
+    def on_dialog(dialog: Dialog) -> None:
+        troubles.append(f"dialog opened: {dialog.message}")
+        dialog.dismiss()
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and EXPECTED_REFUSAL not in message.text:
             troubles.append(f"console {message.type}: {message.text}")
-            if message.type == "error" and EXPECTED_REFUSAL not in message.text
-            else None
-        ),
-    )
+
+    tab.on("pageerror", lambda error: troubles.append(f"script error: {error}"))
+    tab.on("dialog", on_dialog)
+    tab.on("console", on_console)
     yield tab
     tab.close()
     assert troubles == [], troubles

@@ -37,10 +37,18 @@ class Served:
         listed = self.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
         return {item["Key"]: item["ETag"] for item in listed}
 
-    def call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        json: object = None,
+    ) -> httpx.Response:
         """A request as the console's own page sends it: its token, its origin."""
-        headers = {"X-Console-Token": self.console.token, "Origin": self.url, **dict(kwargs.pop("headers", {}))}  # type: ignore[call-overload]
-        return self.http.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
+        headers = {"X-Console-Token": self.console.token, "Origin": self.url}
+        return self.http.request(method, path, headers=headers, params=params, content=content, json=json)
 
 
 @pytest.fixture

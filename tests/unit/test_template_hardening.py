@@ -11,6 +11,7 @@ import pytest
 from samtranslator.yaml_helper import yaml_parse
 
 from infinitetalk_core.observability import metrics
+from local_stack.template import Provisioner
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE: dict[str, Any] = yaml_parse((ROOT / "template.yaml").read_text())
@@ -180,3 +181,9 @@ def test_reconcile_never_overlaps_itself_and_a_delayed_tick_is_dropped_not_queue
     invoke = reconcile["EventInvokeConfig"]
     assert invoke["MaximumRetryAttempts"] == 0
     assert 60 <= invoke["MaximumEventAgeInSeconds"] < period, "a throttled tick is dropped before the next one"
+
+
+def test_the_local_stack_knows_every_resource_type_the_template_declares() -> None:
+    known = Provisioner.SUPPORTED | Provisioner.NOT_RUN_LOCALLY
+    assert {r["Type"] for r in RESOURCES.values()} <= known
+    assert not Provisioner.SUPPORTED & Provisioner.NOT_RUN_LOCALLY
