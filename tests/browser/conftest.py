@@ -47,7 +47,7 @@ def chromium_path() -> str | None:
 
 def skip_reason() -> str | None:
     if chromium_path() is None:
-        return f"browser tests skipped: no Chromium found ({INSTALL_HINT})"
+        return f"browser tests skipped: no Chromium found; {INSTALL_HINT}"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

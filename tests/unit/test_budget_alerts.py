@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from infinitetalk_core.events import (
     BUDGET_ALERT_DETAIL_TYPE,
     BUDGET_ALERT_SCHEMA_VERSION,
     EVENT_SOURCE,
+    BudgetAlertDetail,
     EventPublisher,
     budget_alert_schema,
 )
@@ -183,24 +183,43 @@ def test_each_threshold_is_announced_once_with_an_event_and_a_notification(accou
     ]
 
 
-def test_checks_racing_after_one_crossing_announce_it_once(account: Account) -> None:
+def test_a_check_that_comes_while_another_is_announcing_announces_nothing(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The moment two checks meet: the second finds the first's row, its lease still running."""
     job = account.hold("a", 800_000)
-    results: list[list[int]] = []
-    start = threading.Barrier(8)
+    second: list[list[int]] = []
+    interrupted = False
+    publish = account.events.publish_budget_alert
 
-    def check() -> None:
-        start.wait()
-        results.append([a.threshold_percent for a in account.alerts().check(MONTH, job.job_id)])
+    def publish_while_another_checks(detail: BudgetAlertDetail) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            second.append([a.threshold_percent for a in account.alerts().check(MONTH, job.job_id)])
+        publish(detail)
 
-    threads = [threading.Thread(target=check) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    monkeypatch.setattr(account.events, "publish_budget_alert", publish_while_another_checks)
+    first = [a.threshold_percent for a in account.alerts().check(MONTH, job.job_id)]
 
-    assert sorted(t for found in results for t in found) == [50, 80]
-    assert [e["detail"]["threshold_percent"] for e in account.drain(account.heard_events)] in ([50, 80], [80, 50])
+    assert second == [[80]], "the second check skips the 50% the first holds, and takes the 80% nobody held"
+    assert first == [50], "the first finds the 80% announced already"
+    assert sorted(e["detail"]["threshold_percent"] for e in account.drain(account.heard_events)) == [50, 80]
     assert len(account.drain(account.heard_notices)) == 2
+
+
+def test_the_checks_reads_and_writes_are_the_ones_the_money_moving_functions_hold(account: Account) -> None:
+    """GetItem and UpdateItem on the ledger: no Query, no PutItem, so the functions' roles need nothing new."""
+    operations: list[str] = []
+    client = account.store._client
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: operations.append(model.name))
+    job = account.hold("a", 1_000_000)
+    operations.clear()
+
+    account.alerts().check(MONTH, job.job_id)
+    account.alerts().check(MONTH, job.job_id)
+
+    assert set(operations) == {"GetItem", "UpdateItem"}, operations
 
 
 def test_an_announcement_cut_short_is_finished_by_a_later_check_once_its_lease_ran_out(

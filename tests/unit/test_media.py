@@ -318,3 +318,13 @@ def test_a_wav_carrying_megabytes_of_id3_tags_is_refused_without_parsing_them() 
     small = corpus.with_id3_tag(b"", 1024)
     chunk = b"id3 " + struct.pack("<I", len(small)) + small
     assert check("audio.wav", MediaKind.AUDIO, sound + chunk).seconds == Decimal("1")
+
+
+def test_checking_a_recording_fetches_each_byte_once() -> None:
+    """The parsers and FFmpeg seek back to the start and out to the end; kept blocks make that free."""
+    sound = wav_bytes(200.0, rate=16_000)  # 6.4 MB: several blocks
+    s3 = RecordingS3(sound)
+    with open_s3_object(s3, "bucket", "k", len(sound)) as stream:  # type: ignore[arg-type]
+        assert check_media(stream, "audio.wav", MediaKind.AUDIO, len(sound)).seconds == Decimal(200)
+    assert sum(s3.sizes()) == len(sound)
+    assert max(s3.sizes()) == READ_BLOCK_BYTES

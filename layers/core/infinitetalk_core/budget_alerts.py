@@ -124,7 +124,7 @@ class BudgetAlertStore:
         return MonthTotal.model_validate({k: _deserializer.deserialize(v) for k, v in item.items()})
 
     def for_month(self, month: str) -> list[BudgetAlert]:
-        """Every alert of a month, lowest threshold first."""
+        """Every alert of a month, lowest threshold first (for people: the functions read alerts one by one)."""
         alerts: list[BudgetAlert] = []
         kwargs: dict[str, Any] = {
             "TableName": self._ledger,
@@ -140,15 +140,29 @@ class BudgetAlertStore:
                 return sorted(alerts, key=lambda a: a.threshold_percent)
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def get(self, month: str, threshold: int) -> BudgetAlert | None:
+        item = self._client.get_item(TableName=self._ledger, Key=alert_key(month, threshold), ConsistentRead=True).get(
+            "Item"
+        )
+        return BudgetAlert.model_validate({k: _deserializer.deserialize(v) for k, v in item.items()}) if item else None
+
     def create(self, alert: BudgetAlert) -> bool:
-        """Record a crossing; ``False`` when the threshold was crossed (and recorded) before."""
+        """Record a crossing; ``False`` when the threshold was crossed (and recorded) before.
+
+        An update that may only create: the functions that move money already hold GetItem and
+        UpdateItem on the ledger, and alerts need nothing more from it.
+        """
         document = alert.model_dump(mode="json", exclude_none=True)
-        item = {"pk": alerts_partition(alert.month), "sk": f"ALERT#{alert.threshold_percent}", **document}
+        names = {f"#a{i}": name for i, name in enumerate(document)}
+        values = {f":a{i}": _serializer.serialize(value) for i, value in enumerate(document.values())}
         try:
-            self._client.put_item(
+            self._client.update_item(
                 TableName=self._ledger,
-                Item={k: _serializer.serialize(v) for k, v in item.items()},
+                Key=alert_key(alert.month, alert.threshold_percent),
+                UpdateExpression="SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(document))),
                 ConditionExpression="attribute_not_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -217,11 +231,10 @@ class BudgetAlerts:
         reached = crossed_thresholds(total.charged_micros + total.reserved_micros, self._budget)
         if not reached:
             return []
-        known = {alert.threshold_percent: alert for alert in self.store.for_month(month)}
         announced: list[BudgetAlert] = []
         for threshold in reached:
             now = self._clock()
-            existing = known.get(threshold)
+            existing = self.store.get(month, threshold)
             if existing is None:
                 alert = BudgetAlert(
                     month=month,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
 SNIFF_BYTES = 8_192
 # No single read of an input asks S3 (or the disk) for more than this.
 READ_CAP_BYTES = 8 * 1024 * 1024
-# What the readers fetch at a time: large enough for few requests, small enough to hold in memory.
+# What the S3 reader fetches at a time (one ranged GET), and how many such blocks it keeps: large
+# enough for few requests, small enough to hold in memory.
 READ_BLOCK_BYTES = 1024 * 1024
+KEPT_BLOCKS = 4
 
 MEGABYTE = 1_000_000
 # WaveSpeed's documented upload limits.
@@ -729,10 +732,12 @@ def _video_reach(container: InputContainer, video: VideoStream) -> tuple[tuple[i
 
 
 class S3ObjectReader(io.RawIOBase):
-    """A seekable view of one S3 object version through ranged GETs, none larger than ``READ_CAP_BYTES``.
+    """A seekable view of one S3 object version in aligned blocks of ``READ_BLOCK_BYTES``.
 
-    With ``etag`` every GET asks for exactly that version (If-Match): the bytes checked are the bytes
-    the job was made from, or the read fails with S3's 412.
+    Each block is one ranged GET, well under ``READ_CAP_BYTES``; the last few blocks are kept, so the
+    header parsers and FFmpeg's probing, which seek back and forth near a file's start and end, fetch
+    each byte about once. With ``etag`` every GET asks for exactly that version (If-Match): the bytes
+    checked are the bytes the job was made from, or the read fails with S3's 412.
     """
 
     def __init__(self, client: S3Client, bucket: str, key: str, size: int, etag: str | None = None) -> None:
@@ -740,6 +745,7 @@ class S3ObjectReader(io.RawIOBase):
         self._client, self._bucket, self._key, self._size = client, bucket, key, size
         self._etag = etag
         self._position = 0
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()
 
     def readable(self) -> bool:
         return True
@@ -755,31 +761,48 @@ class S3ObjectReader(io.RawIOBase):
         self._position = max(0, base + offset)
         return self._position
 
+    def _block(self, index: int) -> bytes:
+        if index in self._blocks:
+            self._blocks.move_to_end(index)
+            return self._blocks[index]
+        first = index * READ_BLOCK_BYTES
+        last = min(self._size, first + READ_BLOCK_BYTES) - 1
+        span = f"bytes={first}-{last}"
+        if self._etag:
+            answer = self._client.get_object(Bucket=self._bucket, Key=self._key, Range=span, IfMatch=f'"{self._etag}"')
+        else:
+            answer = self._client.get_object(Bucket=self._bucket, Key=self._key, Range=span)
+        data = answer["Body"].read()
+        self._blocks[index] = data
+        while len(self._blocks) > KEPT_BLOCKS:
+            self._blocks.popitem(last=False)
+        return data
+
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        """Up to the end of the block the position is in (a short read, as raw streams may make)."""
         if self._position >= self._size or len(buffer) == 0:
             return 0
-        end = min(self._size, self._position + len(buffer), self._position + READ_CAP_BYTES) - 1
-        request = {"Bucket": self._bucket, "Key": self._key, "Range": f"bytes={self._position}-{end}"}
-        if self._etag:
-            request["IfMatch"] = f'"{self._etag}"'
-        response = self._client.get_object(**request)  # type: ignore[arg-type]
-        data = response["Body"].read()
-        buffer[: len(data)] = data
-        self._position += len(data)
-        return len(data)
+        index, offset = divmod(self._position, READ_BLOCK_BYTES)
+        block = self._block(index)
+        count = min(len(buffer), len(block) - offset)
+        if count <= 0:
+            return 0
+        buffer[:count] = block[offset : offset + count]
+        self._position += count
+        return count
 
     def readall(self) -> bytes:
-        """The rest of the object in blocks of ``READ_BLOCK_BYTES`` (io's default would be 8 KiB GETs)."""
+        """The rest of the object, block by block (io's default would ask for 8 KiB at a time)."""
         parts: list[bytes] = []
         while self._position < self._size:
-            block = bytearray(min(READ_BLOCK_BYTES, self._size - self._position))
-            count = self.readinto(block)
+            chunk = bytearray(READ_BLOCK_BYTES)
+            count = self.readinto(chunk)
             if count == 0:
                 break
-            parts.append(bytes(block[:count]))
+            parts.append(bytes(chunk[:count]))
         return b"".join(parts)
 
 
 def open_s3_object(client: S3Client, bucket: str, key: str, size: int, etag: str | None = None) -> BinaryIO:
-    """Buffered so that parsers' many small reads cost one GET per ``READ_BLOCK_BYTES``."""
-    return io.BufferedReader(S3ObjectReader(client, bucket, key, size, etag), buffer_size=READ_BLOCK_BYTES)
+    """Buffered, so reads of any size are whole (as parsers expect) and small reads cost no GET."""
+    return io.BufferedReader(S3ObjectReader(client, bucket, key, size, etag), buffer_size=64 * 1024)
