@@ -365,6 +365,8 @@ def corpus() -> tuple[Sample, ...]:
     add("image-zero-bytes", "image.png", I, b"", "is empty (0 bytes)")
     add("image-plain-text", "image.png", I, b"a note, not a picture\n", "plain text")
     add("image-named-tif", "image.tif", I, images["image.tiff"], ".tif is not a supported image type")
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(512)
+    add("image-heic-named-jpg", "image.jpg", I, heic, "holds an image/heic picture, a format WaveSpeed does not take")
     # Video.
     # Every frame a key frame, so the first pictures survive the cut.
     long_mp4 = encode_video(

@@ -205,6 +205,13 @@ def megabytes(size: int) -> str:
     return f"{size / MEGABYTE:.1f} MB"
 
 
+_SMALLER_ADVICE = {
+    MediaKind.IMAGE: "save it as JPEG or scale it down",
+    MediaKind.AUDIO: "export it as MP3, AAC or Opus, or split it",
+    MediaKind.VIDEO: "export it at a lower bitrate or resolution, or cut it shorter",
+}
+
+
 def check_name_and_size(filename: str, expected: MediaKind, size: int) -> None:
     """Refuse what the name and size alone rule out: an unsupported type, an empty or oversized file."""
     extension = extension_of(filename)
@@ -217,15 +224,8 @@ def check_name_and_size(filename: str, expected: MediaKind, size: int) -> None:
     if size > limit:
         raise MediaError(
             f"{filename} is {megabytes(size)}; WaveSpeed accepts {expected} files up to {limit // MEGABYTE} MB "
-            f"({limit:,} bytes): {_smaller_advice[expected]}"
+            f"({limit:,} bytes): {_SMALLER_ADVICE[expected]}"
         )
-
-
-_smaller_advice = {
-    MediaKind.IMAGE: "save it as JPEG or scale it down",
-    MediaKind.AUDIO: "export it as MP3, AAC or Opus, or split it",
-    MediaKind.VIDEO: "export it at a lower bitrate or resolution, or cut it shorter",
-}
 
 
 def check_head(filename: str, expected: MediaKind, head: bytes) -> None:
@@ -243,7 +243,7 @@ def check_head(filename: str, expected: MediaKind, head: bytes) -> None:
 def check_media(stream: BinaryIO, filename: str, expected: MediaKind, size: int) -> MediaFacts:
     """Every check of one input, from its name to its last byte; raises ``MediaError`` for people.
 
-    ``stream`` must be seekable; nothing is read from it in one piece larger than its own reads ask.
+    ``stream`` is seekable: the S3 reader (``open_s3_object``) in the pipeline, a local file in the CLI.
     """
     check_name_and_size(filename, expected, size)
     head = stream.read(SNIFF_BYTES)
@@ -282,6 +282,15 @@ def picture_problem(filename: str, width: int, height: int) -> str | None:
 
 def _wrong_bytes(filename: str, expected: MediaKind, head: bytes) -> MediaError:
     sniffed = sniff(head)
+    if (
+        sniffed.kind is expected
+        and {"tif": "tiff"}.get(str(sniffed.extension), sniffed.extension) not in EXTENSIONS[expected]
+    ):
+        labels = ", ".join(sorted({c.label for c in CONTAINERS[expected].values()}))
+        return MediaError(
+            f"{filename} holds {with_article(str(sniffed.mime))} picture, a format WaveSpeed does not take: "
+            f"convert it to one of: {labels}"
+        )
     if sniffed.kind is expected or sniffed.mime is None:
         return MediaError(
             f"{filename} could not be read as {with_article(str(expected))}: the file is truncated or damaged "

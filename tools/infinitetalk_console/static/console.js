@@ -80,7 +80,7 @@
     const chosen = zone.querySelector(".chosen");
     const show = () => {
       const file = input.files[0];
-      chosen.textContent = file ? `${file.name} (${bytes(file.size)})` : "no file";
+      chosen.textContent = file ? `${file.name} (${bytes(file.size)})` : "choose or drop a file";
       zone.classList.toggle("has-file", Boolean(file));
     };
     input.addEventListener("change", show);
