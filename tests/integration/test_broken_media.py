@@ -193,6 +193,29 @@ def test_a_large_recording_is_read_in_capped_gets_and_a_huge_tag_not_at_all(
     assert sum(tag_gets) < 3 * READ_BLOCK_BYTES, f"{sum(tag_gets)} bytes read of {len(mp3)}"
 
 
+def test_an_input_replaced_or_deleted_while_it_is_checked_is_a_problem_not_a_crash(
+    stack: LocalStack, bucket: MediaBucket
+) -> None:
+    """Every read asks for the version the job was made from, so a job never mixes two uploads' bytes."""
+    stack.put("library/race/image.png", portrait_png())
+    stack.put("library/race/audio.wav", voice_wav(1.0))
+    spec = JobSpec(
+        name="race",
+        model=ModelName.SINGLE,
+        inputs={Role.IMAGE: "library/race/image.png", Role.AUDIO: "library/race/audio.wav"},
+    )
+    objects = stored_objects(bucket, spec)
+    stack.put("library/race/audio.wav", voice_wav(2.0))
+    with pytest.raises(InputProblems) as replaced:
+        inspect_inputs(spec, objects, bucket)
+    assert replaced.value.problems == ["audio.wav was replaced while it was being checked; upload the job again"]
+    objects = stored_objects(bucket, spec)
+    stack.s3.delete_object(Bucket=stack.bucket, Key="library/race/image.png")
+    with pytest.raises(InputProblems) as deleted:
+        inspect_inputs(spec, objects, bucket)
+    assert deleted.value.problems == ["image.png was deleted while it was being checked; upload it again"]
+
+
 # ---- real drops: error files, untouched inputs, no money, no dead letters --------------------------
 
 LONG_NAME = "a" * 1_010
