@@ -57,9 +57,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         SUITE_RUN.failed.append(report.nodeid)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def recorded_calls() -> Iterator[CallRecorder]:
-    """Every call the functions make while the end-to-end suite runs."""
+    """Every call the functions make while the end-to-end suite runs; stops when the suite ends."""
     with CallRecorder() as recorder:
         yield recorder
 

@@ -1,29 +1,44 @@
 """The functions of ``functions/`` run as Lambda would run them: same handlers, same event shapes.
 
-SQS-triggered functions get genuine SQS batch events from a poller that deletes what succeeded
-and lets the rest come back (and reach the dead-letter queue after the template's
-``maxReceiveCount``); the HTTP API route is a real local HTTP endpoint that turns requests
-into API Gateway payload-2.0 events; scheduled functions run on a timer.
+Each function has execution environments of its own (its handler module loaded afresh, its own
+pipeline), as many at once as the template allows: an SQS event source's ``MaximumConcurrency``,
+``ReservedConcurrentExecutions``, else the stack's cap. An invocation runs on a thread of its own and
+is given up on at its function's timeout: the invoker moves on at once (an SQS batch is left to come
+back after its visibility timeout), the environment is thrown away, and every later AWS or WaveSpeed
+call from that thread is refused before it leaves the process (see ``faults``). A Python thread
+cannot be killed, so what it still does is computing, logging and finishing the one request it may
+have had in flight when time ran out; the same holds for an invocation crashed on purpose.
+
+SQS-triggered functions get genuine SQS batch events from a poller that receives a batch only when
+an environment is free, deletes what succeeded and lets the rest come back (and reach the
+dead-letter queue after the template's ``maxReceiveCount``); the HTTP API route is a real local HTTP
+endpoint that turns requests into API Gateway payload-2.0 events; scheduled functions run on a timer.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import importlib.util
+import itertools
 import json
+import random
 import re
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlsplit
+
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from infinitetalk_core import pipeline, settings
 
@@ -31,19 +46,172 @@ from .calls import invocation_of
 from .template import ACCOUNT_ID, FunctionSpec
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Metrics
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
+    from .faults import LocalFaults
+
 Handler = Callable[[dict[str, Any], Any], Any]
 Log = Callable[[str, str], None]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
+# ---- one invocation ---------------------------------------------------------------------------
+class InvocationAbandoned(Exception):
+    """Raised in a timed-out or crashed invocation's thread at its next AWS or WaveSpeed call: it sends nothing."""
+
+
+class FunctionTimedOut(Exception):
+    """The invocation ran past its function's timeout; Lambda reports it as a function error."""
+
+
+class FunctionCrashed(Exception):
+    """The invocation's environment died on purpose (a crash point): a function error, as a crashed runtime is."""
+
+
+class FunctionThrottled(Exception):
+    """Every environment the function may have is busy (its concurrency limit), and the caller would not wait."""
+
+
+@dataclass
+class Invocation:
+    """What one invocation's thread (and the threads it hands work to) know about it."""
+
+    function: str  # the template's logical id
+    label: str  # the environment's name, the log's source column
+    faults: LocalFaults | None
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ended: threading.Event = field(default_factory=threading.Event)
+    abandoned_because: str | None = None
+    # Powertools state Lambda keeps per process and so, here, per invocation (see ``scope_powertools``).
+    scoped: dict[int, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def finish(self) -> None:
+        self.ended.set()
+
+    def abandon(self, reason: str) -> bool:
+        """Give the invocation up (timeout, crash); False if it had already finished or been given up."""
+        with self._lock:
+            if self.ended.is_set() or self.abandoned_because is not None:
+                return False
+            self.abandoned_because = reason
+        self.ended.set()
+        return True
+
+    def check(self) -> None:
+        """Called before any request leaves the process on this invocation's behalf."""
+        if self.abandoned_because is not None:
+            raise InvocationAbandoned(f"{self.label} {self.request_id[:8]}: {self.abandoned_because}; call not sent")
+
+    def crash(self, point: str) -> None:
+        """End the invocation here, as a crashed runtime would: nothing after this point reaches anything."""
+        self.abandon(f"crashed at {point} (injected)")
+        raise InvocationAbandoned(f"{self.label} {self.request_id[:8]}: crashed at {point} (injected)")
+
+
+# The invocation running in this context; the threads boto3's transfer manager starts inherit it.
+current_invocation: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
+    "current_invocation", default=None
+)
+
+
+class ContextCarryingPool(ThreadPoolExecutor):
+    """A thread pool whose tasks run in the submitter's context, so an upload's parts belong to its invocation."""
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        context = contextvars.copy_context()
+        return super().submit(context.run, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+
+# ---- Powertools state, per invocation ---------------------------------------------------------
+class InvocationScopedDict(MutableMapping[str, Any]):
+    """A dict that is the invocation's own inside an invocation, and one shared dict outside any.
+
+    In Lambda one process runs one invocation at a time, so Powertools keeps the logger's keys and
+    the metrics being gathered in module-level objects; here several invocations share a process.
+    """
+
+    def __init__(self, shared: dict[str, Any], inherit: bool) -> None:
+        self._shared = shared
+        self._inherit = inherit  # an invocation starts from a copy of the shared dict, or empty
+
+    def _data(self) -> dict[str, Any]:
+        invocation = current_invocation.get()
+        if invocation is None:
+            return self._shared
+        data: dict[str, Any] | None = invocation.scoped.get(id(self))
+        if data is None:
+            data = dict(self._shared) if self._inherit else {}
+            invocation.scoped[id(self)] = data
+        return data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._data()))
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def clear(self) -> None:
+        self._data().clear()
+
+
+class InvocationScopedFormatter(LambdaPowertoolsFormatter):
+    """Powertools' formatter whose keys (request id, cold start ...) are each invocation's own."""
+
+    @property
+    def log_format(self) -> dict[str, Any]:
+        invocation = current_invocation.get()
+        shared: dict[str, Any] = self.__dict__.setdefault("_shared_log_format", {})
+        if invocation is None:
+            return shared
+        own: dict[str, Any] | None = invocation.scoped.get(id(self))
+        if own is None:
+            own = invocation.scoped[id(self)] = dict(shared)
+        return own
+
+    @log_format.setter
+    def log_format(self, value: dict[str, Any]) -> None:
+        invocation = current_invocation.get()
+        if invocation is None:
+            self.__dict__["_shared_log_format"] = value
+        else:
+            invocation.scoped[id(self)] = value
+
+
+def scope_metrics(metrics: Metrics) -> Callable[[], None]:
+    """Make the metrics each invocation gathers its own; returns the undo."""
+    provider: Any = metrics.provider
+    saved = {name: getattr(provider, name) for name in ("metric_set", "dimension_set", "metadata_set")}
+    provider.metric_set = InvocationScopedDict(saved["metric_set"], inherit=False)
+    provider.dimension_set = InvocationScopedDict(saved["dimension_set"], inherit=True)
+    provider.metadata_set = InvocationScopedDict(saved["metadata_set"], inherit=False)
+
+    def undo() -> None:
+        for name, value in saved.items():
+            setattr(provider, name, value)
+
+    return undo
+
+
+# ---- functions and their environments ---------------------------------------------------------
 @dataclass
 class LambdaContext:
     """The attributes of Lambda's context object that handlers and Powertools read."""
 
     function_name: str
-    timeout_seconds: int
+    timeout_seconds: float
     memory_limit_in_mb: int = 512
     function_version: str = "$LATEST"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -59,22 +227,67 @@ class LambdaContext:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
 
 
-class LocalFunction:
-    """One function's handler, loaded from its code directory; one invocation at a time, like one instance."""
+@dataclass
+class Environment:
+    """One execution environment: the handler module loaded afresh, so its globals are its own."""
 
-    def __init__(self, spec: FunctionSpec, log: Log) -> None:
+    label: str
+    handler: Handler
+
+
+@dataclass
+class InvocationCounts:
+    """What happened to a function's invocations, for reports."""
+
+    invocations: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    crashes: int = 0
+    throttles: int = 0
+    environments: int = 0
+    peak_concurrency: int = 0
+
+
+class LocalFunction:
+    """One function: up to ``concurrency`` invocations at once, each past ``timeout_seconds`` given up on."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        log: Log,
+        concurrency: int = 1,
+        timeout_seconds: float | None = None,
+        faults: LocalFaults | None = None,
+    ) -> None:
         self.spec = spec
         self.name = spec.short_name
+        self.concurrency = max(1, concurrency)
+        self.timeout_seconds = float(timeout_seconds if timeout_seconds is not None else spec.timeout)
+        self.faults = faults
+        self.counts = InvocationCounts()
         self._log = log
+        self.slots = threading.BoundedSemaphore(self.concurrency)
         self._lock = threading.Lock()
-        module_name, _, attribute = spec.handler.rpartition(".")
-        module = self._load(module_name)
+        self._idle: list[Environment] = []
+        self._numbers = itertools.count(1)
+        self._running = 0
+        first = self._new_environment()
+        self._idle.append(first)
+        self._handler: Handler = first.handler  # the first environment's, for tests that look inside
+
+    def _new_environment(self) -> Environment:
+        number = next(self._numbers)
+        module_name, _, attribute = self.spec.handler.rpartition(".")
+        module = self._load(module_name, number)
         self._own_cold_start(module)
-        self._handler: Handler = getattr(module, attribute)
+        with self._lock:
+            self.counts.environments += 1
+        label = self.name if number == 1 else f"{self.name}-{number}"
+        return Environment(label=label, handler=getattr(module, attribute))
 
     @staticmethod
     def _own_cold_start(module: ModuleType) -> None:
-        """In Lambda each function has its own process: give this one its own pipeline.
+        """In Lambda each environment is its own process: give this one its own pipeline.
 
         Its clients and its cached secrets are then its own, so one function's cached secret never
         hides another function's read of it, and the recorded calls are each function's own.
@@ -82,28 +295,92 @@ class LocalFunction:
         if getattr(module, "get_pipeline", None) is pipeline.get_pipeline:
             vars(module)["get_pipeline"] = cache(lambda: pipeline.build_pipeline(settings.get_settings()))
 
-    def _load(self, module_name: str) -> ModuleType:
+    def _load(self, module_name: str, number: int) -> ModuleType:
         path = self.spec.code_dir / f"{module_name.replace('.', '/')}.py"
-        loaded = importlib.util.spec_from_file_location(f"local_function_{self.name}_{module_name}", path)
+        loaded = importlib.util.spec_from_file_location(f"local_function_{self.name}_{number}_{module_name}", path)
         if loaded is None or loaded.loader is None:
             raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(loaded)
         loaded.loader.exec_module(module)
         return module
 
-    def invoke(self, event: dict[str, Any]) -> Any:
-        """Raises what the handler raises, as Lambda reports a function error."""
-        thread = threading.current_thread()
-        caller_name = thread.name
-        with self._lock, invocation_of(self.spec.logical_id):
-            thread.name = self.name  # the log's source column
-            try:
-                return self._handler(event, LambdaContext(function_name=self.name, timeout_seconds=self.spec.timeout))
-            except Exception:
-                self._log(self.name, "function error:\n" + traceback.format_exc().rstrip())
-                raise
-            finally:
-                thread.name = caller_name
+    def _checkout(self) -> Environment:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_environment()
+
+    def invoke(self, event: dict[str, Any], *, wait_for_slot: float | None = None, holds_slot: bool = False) -> Any:
+        """Run one invocation; raises what the handler raises (a function error), ``FunctionTimedOut``,
+        ``FunctionCrashed``, or ``FunctionThrottled`` when no environment frees up within ``wait_for_slot``.
+
+        ``holds_slot``: the caller already took one of ``slots`` (a poller does, before it receives).
+        """
+        if not holds_slot:
+            acquired = self.slots.acquire() if wait_for_slot is None else self.slots.acquire(timeout=wait_for_slot)
+            if not acquired:
+                with self._lock:
+                    self.counts.throttles += 1
+                raise FunctionThrottled(f"{self.name}: all {self.concurrency} environments are busy")
+        try:
+            return self._run(event)
+        finally:
+            if not holds_slot:
+                self.slots.release()
+
+    def _run(self, event: dict[str, Any]) -> Any:
+        environment = self._checkout()
+        invocation = Invocation(function=self.spec.logical_id, label=environment.label, faults=self.faults)
+        outcome: dict[str, Any] = {}
+        context = LambdaContext(
+            function_name=self.name, timeout_seconds=self.timeout_seconds, aws_request_id=invocation.request_id
+        )
+
+        def run() -> None:
+            current_invocation.set(invocation)
+            with invocation_of(self.spec.logical_id):
+                try:
+                    outcome["value"] = environment.handler(event, context)
+                except Exception as exc:  # noqa: BLE001 - handed to the invoker, as Lambda reports a function error
+                    outcome["error"] = exc
+                    if invocation.abandoned_because is None:
+                        self._log(environment.label, "function error:\n" + traceback.format_exc().rstrip())
+                finally:
+                    invocation.finish()
+
+        with self._lock:
+            self.counts.invocations += 1
+            self._running += 1
+            self.counts.peak_concurrency = max(self.counts.peak_concurrency, self._running)
+        try:
+            worker = threading.Thread(
+                target=contextvars.copy_context().run, args=(run,), name=environment.label, daemon=True
+            )
+            worker.start()
+            if not invocation.ended.wait(self.timeout_seconds) and invocation.abandon("timed out"):
+                with self._lock:
+                    self.counts.timeouts += 1
+                self._log(
+                    environment.label,
+                    f"invocation {invocation.request_id} timed out after {self.timeout_seconds:g} s: given up on; "
+                    "its calls from now on are refused",
+                )
+                raise FunctionTimedOut(f"{self.name}: task timed out after {self.timeout_seconds:g} s")
+            if invocation.abandoned_because is not None:
+                with self._lock:
+                    self.counts.crashes += 1
+                self._log(environment.label, f"invocation {invocation.request_id} {invocation.abandoned_because}")
+                raise FunctionCrashed(f"{self.name}: {invocation.abandoned_because}")
+        finally:
+            with self._lock:
+                self._running -= 1
+        with self._lock:
+            self._idle.append(environment)  # only an environment that finished is used again
+            if "error" in outcome:
+                self.counts.errors += 1
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
 
 
 class StoppableThread(threading.Thread):
@@ -119,8 +396,18 @@ class StoppableThread(threading.Thread):
         self.stopping.set()
 
 
+# ---- event sources ----------------------------------------------------------------------------
+COPY_ATTRIBUTE = "LocalStackCopyOf"
+
+
 class SqsPoller:
-    """An event source mapping: batches from the queue to the function, partial failures honoured."""
+    """An event source mapping: batches from the queue to the function, partial failures honoured.
+
+    A batch is received only when one of the function's environments is free, and runs on a worker
+    of its own, so up to ``function.concurrency`` batches run at once. A batch whose invocation timed
+    out is left alone (its messages come back after the queue's visibility timeout, as in Lambda);
+    one that failed comes back after ``retry_after_seconds``.
+    """
 
     def __init__(
         self,
@@ -132,6 +419,7 @@ class SqsPoller:
         retry_after_seconds: int,
         region: str,
         partial_failures: bool = True,
+        faults: LocalFaults | None = None,
     ) -> None:
         self.function = function
         self.sqs = sqs
@@ -142,18 +430,47 @@ class SqsPoller:
         self.partial_failures = partial_failures
         self.retry_after_seconds = retry_after_seconds
         self.region = region
+        self.faults = faults
         self.thread = StoppableThread(f"poll-{function.name}", self._run)
+        self._workers = ThreadPoolExecutor(max_workers=function.concurrency, thread_name_prefix=f"esm-{function.name}")
+        self._random = random.Random(0)
 
     def _run(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            try:
-                self.poll_once(wait_seconds=1)
-            except Exception:  # noqa: BLE001 - a poller outlives any one bad batch, as the real one does
-                if not stopping.is_set():
-                    self.function._log(self.function.name, "poller error:\n" + traceback.format_exc().rstrip())
-                    stopping.wait(1)
+        try:
+            while not stopping.is_set():
+                if not self.function.slots.acquire(timeout=0.5):
+                    continue
+                try:
+                    messages = self._receive(wait_seconds=1)
+                except Exception:  # noqa: BLE001 - a poller outlives any one bad call, as the real one does
+                    self.function.slots.release()
+                    if not stopping.is_set():
+                        self.function._log(self.function.name, "poller error:\n" + traceback.format_exc().rstrip())
+                        stopping.wait(1)
+                    continue
+                if not messages:
+                    self.function.slots.release()
+                    continue
+                self._workers.submit(self._handle_holding_slot, messages)
+        finally:
+            self._workers.shutdown(wait=True)  # a stopped poller has no batch left running
+
+    def _handle_holding_slot(self, messages: list[MessageTypeDef]) -> None:
+        try:
+            self._handle(messages, holds_slot=True)
+        except Exception:  # noqa: BLE001 - the messages come back by themselves
+            self.function._log(self.function.name, "poller error:\n" + traceback.format_exc().rstrip())
+        finally:
+            self.function.slots.release()
 
     def poll_once(self, wait_seconds: int = 0) -> int:
+        """Receive one batch and run it on this thread (for tests that step the pipeline by hand)."""
+        messages = self._receive(wait_seconds)
+        if messages:
+            self._handle(messages, holds_slot=False)
+        return len(messages)
+
+    def _receive(self, wait_seconds: int) -> list[MessageTypeDef]:
         answer = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=self.batch_size,
@@ -162,13 +479,44 @@ class SqsPoller:
             MessageAttributeNames=["All"],
         )
         messages = answer.get("Messages", [])
-        if not messages:
-            return 0
+        for message in messages:
+            self._deliver_again(message)
+        return messages
+
+    def _deliver_again(self, message: MessageTypeDef) -> None:
+        """At least once, for real: a fresh S3 event is sent again, some copies at once, some a little later."""
+        copies = self.faults.s3_event_copies if self.faults is not None else 1
+        if copies <= 1 or COPY_ATTRIBUTE in message.get("MessageAttributes", {}):
+            return
+        if message.get("Attributes", {}).get("ApproximateReceiveCount", "1") != "1":
+            return
+        try:
+            records = json.loads(message["Body"]).get("Records", [])
+        except (ValueError, AttributeError):
+            return
+        if not records or not all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records):
+            return
+        assert self.faults is not None
+        spread = max(0, int(self.faults.s3_event_copy_spread_seconds))
+        for index in range(copies - 1):
+            # The first half at once (they run beside the original), the rest spread over a few seconds.
+            delay = 0 if index < (copies - 1 + 1) // 2 else self._random.randint(1, max(1, spread))
+            self.sqs.send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=message["Body"],
+                DelaySeconds=delay,
+                MessageAttributes={COPY_ATTRIBUTE: {"DataType": "String", "StringValue": message["MessageId"]}},
+            )
+            self.faults.count("s3_event_copy")
+
+    def _handle(self, messages: list[MessageTypeDef], holds_slot: bool) -> None:
         event = {"Records": [self._record(m) for m in messages]}
         try:
-            response = self.function.invoke(event)
+            response = self.function.invoke(event, holds_slot=holds_slot)
             reported = (response or {}).get("batchItemFailures", []) if self.partial_failures else []
             failed = {f["itemIdentifier"] for f in reported}
+        except FunctionTimedOut:
+            return  # Lambda leaves the batch alone: each message comes back after its visibility timeout
         except Exception:  # noqa: BLE001 - the whole batch failed; SQS delivers it again
             failed = {m["MessageId"] for m in messages}
         done = [m for m in messages if m["MessageId"] not in failed]
@@ -185,7 +533,6 @@ class SqsPoller:
                     ReceiptHandle=message["ReceiptHandle"],
                     VisibilityTimeout=self.retry_after_seconds,
                 )
-        return len(messages)
 
     def _record(self, message: MessageTypeDef) -> dict[str, Any]:
         return {
@@ -202,22 +549,39 @@ class SqsPoller:
 
 
 class ScheduleTimer:
-    """An EventBridge schedule rule: the function gets a ``Scheduled Event`` every interval."""
+    """An EventBridge schedule rule: the function gets a ``Scheduled Event`` every interval.
+
+    A tick that finds every environment busy (reconcile reserves one) is throttled and dropped,
+    as Lambda drops it after its retries; the next tick comes anyway.
+    """
 
     def __init__(self, function: LocalFunction, interval_seconds: float, region: str) -> None:
         self.function = function
         self.interval = interval_seconds
         self.region = region
+        self.dropped_ticks = 0
         self.thread = StoppableThread(f"timer-{function.name}", self._run)
+        self._ticks = ThreadPoolExecutor(max_workers=function.concurrency, thread_name_prefix=f"tick-{function.name}")
 
     def _run(self, stopping: threading.Event) -> None:
-        while not stopping.wait(self.interval):
-            try:
-                self.fire()
-            except Exception:  # noqa: BLE001, S112 - already logged by the function; the schedule goes on
-                continue
+        try:
+            while not stopping.wait(self.interval):
+                if not self.function.slots.acquire(blocking=False):
+                    self.dropped_ticks += 1
+                    continue
+                self._ticks.submit(self._tick)
+        finally:
+            self._ticks.shutdown(wait=True)
 
-    def fire(self) -> Any:
+    def _tick(self) -> None:
+        try:
+            self.fire(holds_slot=True)
+        except Exception:  # noqa: BLE001, S110 - already logged by the function; the schedule goes on
+            pass
+        finally:
+            self.function.slots.release()
+
+    def fire(self, holds_slot: bool = False) -> Any:
         return self.function.invoke(
             {
                 "version": "0",
@@ -229,7 +593,8 @@ class ScheduleTimer:
                 "region": self.region,
                 "resources": [f"arn:aws:events:{self.region}:{ACCOUNT_ID}:rule/{self.function.name}-schedule"],
                 "detail": {},
-            }
+            },
+            holds_slot=holds_slot,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -15,20 +16,32 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
-from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from moto.server import ThreadedMotoServer
+from s3transfer.futures import BoundedExecutor
 
 from infinitetalk_cli.connection import Connection
 from infinitetalk_console import ConsoleServer, start_console
 from infinitetalk_core import clients, pipeline, settings
 from infinitetalk_core.models import TERMINAL_STATUSES, Job, JobStatus
 from infinitetalk_core.observability import logger as core_logger
+from infinitetalk_core.observability import metrics as core_metrics
 from infinitetalk_core.repository import JobRepository
 from infinitetalk_core.storage import outputs_prefix
 from wavespeed_standin import WaveSpeedStandin
 
-from .runtime import HttpApi, LocalFunction, ScheduleTimer, SqsPoller, readable_log_line
-from .template import AwsClients, Provisioner, Template, schedule_seconds
+from . import faults
+from .faults import LocalFaults
+from .runtime import (
+    ContextCarryingPool,
+    HttpApi,
+    InvocationScopedFormatter,
+    LocalFunction,
+    ScheduleTimer,
+    SqsPoller,
+    readable_log_line,
+    scope_metrics,
+)
+from .template import AwsClients, FunctionSpec, Provisioner, Template, schedule_seconds
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,16 +57,23 @@ LOCAL_PARAMETERS = {
     "SubmitGraceSeconds": "60",
 }
 # Settings the template leaves at their defaults, shortened locally so retries take moments.
+# (SUBMIT_STALL_SECONDS follows the local submit timeout, see ``LocalStack.submit_stall_seconds``.)
 LOCAL_ENVIRONMENT = {
     "RETRY_BASE_SECONDS": "0.2",
-    "SUBMIT_STALL_SECONDS": "30",
-    "HTTP_TIMEOUT_SECONDS": "30",
+    "HTTP_TIMEOUT_SECONDS": "10",
     "SECRET_MAX_AGE_SECONDS": "5",
     "POWERTOOLS_METRICS_DISABLED": "true",
     # The stand-in shares this machine's clock; a result unreadable for ten minutes is given up on.
     "HISTORY_CLOCK_SKEW_SECONDS": "0.5",
     "RESULT_UNREADABLE_LIMIT_SECONDS": "600",
 }
+# Function timeouts and the trigger queues' visibility timeouts, scaled alike (template 120 s -> 30 s).
+TIMEOUT_SCALE = 0.25
+MIN_TIMEOUT_SECONDS = 5.0
+# A `submitting` job counts as stalled only this long after its function's timeout: its run is over by then.
+STALL_MARGIN_SECONDS = 15
+# Invocations of one function at once where the template sets no limit (2 cores here).
+DEFAULT_CONCURRENCY = 4
 AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -87,6 +107,16 @@ class StackOptions:
     # The web console on 127.0.0.1 (``make up`` starts it); 0 picks a free port.
     console: bool = False
     console_port: int = 0
+    # Invocations of one function at once where the template sets no limit; per function (short
+    # name, e.g. "fetch") to override even the template's.
+    concurrency: int = DEFAULT_CONCURRENCY
+    function_concurrency: dict[str, int] = field(default_factory=dict)
+    # Timeouts: the template's, times ``timeout_scale`` (at least ``min_timeout_seconds``), or per function.
+    timeout_scale: float = TIMEOUT_SCALE
+    min_timeout_seconds: float = MIN_TIMEOUT_SECONDS
+    function_timeouts: dict[str, float] = field(default_factory=dict)
+    # Faults injected into the functions' own AWS and WaveSpeed calls (``local_stack.faults``).
+    faults: LocalFaults = field(default_factory=LocalFaults)
 
 
 class LocalStack:
@@ -105,6 +135,9 @@ class LocalStack:
         self.endpoint_url = ""
         self.real_wavespeed = bool(os.environ.get("WAVESPEED_API_KEY"))
         self.console: ConsoleServer | None = None
+        self._undo: list[Callable[[], None]] = []
+        self._wavespeed_base_url = ""
+        self._wavespeed_api_key = ""
 
     # ---- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalStack:
@@ -123,6 +156,7 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         self._set_environment(AWS_ENVIRONMENT)
+        self._run_like_lambda()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.options.moto_port, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
@@ -141,14 +175,22 @@ class LocalStack:
         )
         self.template.set_parameters({**LOCAL_PARAMETERS, **self.options.parameters})
         Provisioner(self.template, self.aws).create_all()
+        self._scale_visibility_timeouts()
         log("stack", f"created from template.yaml: {', '.join(sorted(self.template.physical))}")
 
         base_url, api_key, webhook_secret = self._start_wavespeed()
+        self._wavespeed_base_url, self._wavespeed_api_key = base_url, api_key
         self._store_secrets(api_key, webhook_secret)
         self._set_environment(self._function_environment(base_url))
         self._route_core_logs()
         for spec in self.template.functions():
-            self.functions[spec.short_name] = LocalFunction(spec, log)
+            self.functions[spec.short_name] = LocalFunction(
+                spec,
+                log,
+                concurrency=self.concurrency_of(spec),
+                timeout_seconds=self.timeout_of(spec),
+                faults=self.options.faults,
+            )
         self._wire_triggers()
         self.api.start()
         for poller in self.pollers:
@@ -184,7 +226,56 @@ class LocalStack:
             else:
                 os.environ[key] = value
         self._saved_environment.clear()
+        while self._undo:
+            self._undo.pop()()
         self._forget_cold_start()
+
+    # ---- running like Lambda -----------------------------------------------------------
+    def _run_like_lambda(self) -> None:
+        """Hooks that let several invocations share this process as separate Lambda processes would."""
+        faults.install()  # before any function's client exists: every client inherits the hooks
+        executor = BoundedExecutor.EXECUTOR_CLS
+        BoundedExecutor.EXECUTOR_CLS = ContextCarryingPool  # an upload's parts belong to its invocation
+
+        def restore_executor() -> None:
+            BoundedExecutor.EXECUTOR_CLS = executor
+
+        self._undo.append(restore_executor)
+        self._undo.append(scope_metrics(core_metrics))
+
+    def concurrency_of(self, spec: FunctionSpec) -> int:
+        """What the template allows at once (reserved concurrency, the event source's maximum), else the cap."""
+        if spec.short_name in self.options.function_concurrency:
+            return max(1, self.options.function_concurrency[spec.short_name])
+        limits = [spec.reserved_concurrency]
+        if spec.sqs_trigger is not None:
+            limits.append(spec.sqs_trigger.maximum_concurrency)
+        declared = [limit for limit in limits if limit is not None]
+        return max(1, min(declared) if declared else self.options.concurrency)
+
+    def timeout_of(self, spec: FunctionSpec) -> float:
+        if spec.short_name in self.options.function_timeouts:
+            return float(self.options.function_timeouts[spec.short_name])
+        return max(self.options.min_timeout_seconds, spec.timeout * self.options.timeout_scale)
+
+    @property
+    def submit_stall_seconds(self) -> int:
+        """Longer than a submit invocation may run, so a stalled `submitting` job's run is really over."""
+        (submit,) = [spec for spec in self.template.functions() if spec.short_name == "submit"]
+        return math.ceil(self.timeout_of(submit)) + STALL_MARGIN_SECONDS
+
+    def _scale_visibility_timeouts(self) -> None:
+        """A trigger queue's visibility timeout, scaled as its function's timeout is (never below it)."""
+        for spec in self.template.functions():
+            if spec.sqs_trigger is None:
+                continue
+            declared = self.template.resources[spec.sqs_trigger.queue_logical_id].get("Properties", {})
+            seconds = int(self.template.resolve(declared.get("VisibilityTimeout", 30)))
+            scaled = max(math.ceil(self.timeout_of(spec)) + 1, math.ceil(seconds * self.options.timeout_scale))
+            self.aws.sqs.set_queue_attributes(
+                QueueUrl=self.resource(spec.sqs_trigger.queue_logical_id),
+                Attributes={"VisibilityTimeout": str(scaled)},
+            )
 
     # ---- wiring ------------------------------------------------------------------------
     def _client(self, service: str) -> Any:
@@ -250,12 +341,20 @@ class LocalStack:
             # Outputs come from the stand-in's own origin, and only from there: an IP literal the
             # allow-list names exactly is the one non-public address the download policy admits.
             merged["OUTPUT_HOSTS"] = self.standin.root_url
-        return {**merged, **LOCAL_ENVIRONMENT, **self.options.environment}
+        local = {**LOCAL_ENVIRONMENT, "SUBMIT_STALL_SECONDS": str(self.submit_stall_seconds)}
+        chosen = {**merged, **local, **self.options.environment}
+        if int(chosen["SUBMIT_STALL_SECONDS"]) <= self.submit_stall_seconds - STALL_MARGIN_SECONDS:
+            self.options.log(
+                "stack",
+                f"SUBMIT_STALL_SECONDS={chosen['SUBMIT_STALL_SECONDS']} is not above the submit timeout: a stalled "
+                "submission may still be running when it is looked up in the history",
+            )
+        return chosen
 
     def _route_core_logs(self) -> None:
         """All functions log through one Powertools logger; render it as one readable stream."""
         core_logger.setLevel(self.options.log_level)
-        core_logger.registered_handler.setFormatter(LambdaPowertoolsFormatter(json_serializer=readable_log_line))
+        core_logger.registered_handler.setFormatter(InvocationScopedFormatter(json_serializer=readable_log_line))
         core_logger.registered_handler.setStream(sys.stdout)  # type: ignore[attr-defined]
         self._forget_cold_start()
 
@@ -281,6 +380,7 @@ class LocalStack:
                         self.options.retry_after_seconds,
                         REGION,
                         partial_failures="ReportBatchItemFailures" in spec.sqs_trigger.response_types,
+                        faults=self.options.faults,
                     )
                 )
             for route in spec.http_routes:
@@ -336,6 +436,12 @@ class LocalStack:
             "webhook_url": self.webhook_url,
             "monthly_budget_usd": str(settings.get_settings().monthly_budget_usd),
             **({"console_url": self.console.url} if self.console is not None else {}),
+            # The stand-in, for a WaveSpeed client of your own (never the real service's key).
+            **(
+                {"wavespeed_base_url": self._wavespeed_base_url, "wavespeed_api_key": self._wavespeed_api_key}
+                if self._standin is not None
+                else {}
+            ),
         }
 
     @property

@@ -51,6 +51,8 @@ class SqsTrigger:
     queue_logical_id: str
     batch_size: int
     response_types: tuple[str, ...]
+    # ScalingConfig.MaximumConcurrency: most invocations the event source runs at once (None: no limit).
+    maximum_concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class FunctionSpec:
     sqs_trigger: SqsTrigger | None
     http_routes: tuple[tuple[str, str], ...]
     schedule: str | None
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
 
     @property
     def short_name(self) -> str:
@@ -197,10 +200,12 @@ class Template:
                 if event["Type"] == "SQS":
                     queue_id = event_props["Queue"]["Fn::GetAtt"]
                     queue_id = queue_id[0] if isinstance(queue_id, list) else queue_id.split(".")[0]
+                    maximum = event_props.get("ScalingConfig", {}).get("MaximumConcurrency")
                     trigger = SqsTrigger(
                         queue_logical_id=queue_id,
                         batch_size=int(event_props.get("BatchSize", 10)),
                         response_types=tuple(event_props.get("FunctionResponseTypes", [])),
+                        maximum_concurrency=None if maximum is None else int(self.resolve(maximum)),
                     )
                 elif event["Type"] in {"HttpApi", "Api"}:
                     routes.append((event_props["Method"].upper(), event_props["Path"]))
@@ -216,6 +221,11 @@ class Template:
                     sqs_trigger=trigger,
                     http_routes=tuple(routes),
                     schedule=schedule,
+                    reserved_concurrency=(
+                        None
+                        if props.get("ReservedConcurrentExecutions") is None
+                        else int(self.resolve(props["ReservedConcurrentExecutions"]))
+                    ),
                 )
             )
         return specs

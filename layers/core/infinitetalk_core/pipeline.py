@@ -1,4 +1,4 @@
-"""Everything a function needs, built once per cold start, plus the outcomes several steps share."""
+"""Everything a function needs, built on first use once per cold start, plus the outcomes several steps share."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from functools import cache, cached_property
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from pydantic import BaseModel
 
 from . import clients
@@ -27,6 +26,7 @@ from .wavespeed import WaveSpeedClient
 from .webhooks import webhook_query
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_sqs import SQSClient
 
 ERROR_FILE = "error.json"
@@ -191,7 +191,27 @@ WHAT_TO_DO: dict[FailureKind, str] = {
 }
 
 
-def secret_reader(provider: SecretsProvider, secret_id: str, max_age: int) -> Callable[[], str]:
+class SecretSource(Protocol):
+    """What a secret reader needs of Powertools' ``SecretsProvider``: its cached ``get``."""
+
+    def get(self, name: str, max_age: int | None = None) -> object: ...
+
+
+class SecretsOnFirstRead:
+    """A ``SecretsProvider`` (and its Secrets Manager client) made at the first read, not at the cold start."""
+
+    def __init__(self, make: Callable[[], SecretsProvider]) -> None:
+        self._make = make
+
+    @cached_property
+    def provider(self) -> SecretsProvider:
+        return self._make()
+
+    def get(self, name: str, max_age: int | None = None) -> object:
+        return self.provider.get(name, max_age=max_age)
+
+
+def secret_reader(provider: SecretSource, secret_id: str, max_age: int) -> Callable[[], str]:
     def read() -> str:
         value = provider.get(secret_id, max_age=max_age)
         if isinstance(value, bytes):
@@ -220,25 +240,57 @@ def checked_secret(read: Callable[[], str], check: Callable[[str], str]) -> Call
     return read_checked
 
 
+def secrets_provider() -> SecretsProvider:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    return SecretsProvider(boto3_client=clients.secrets_client())
+
+
+class PipelineOnFirstUse(Pipeline):
+    """The deployed pipeline: each part, and the AWS client under it, is built the first time it is used.
+
+    A cold start then pays only for what its function touches (the callback never builds the HTTP
+    client, the bucket or the event bus client). Parts may still be replaced, as on any pipeline.
+    """
+
+    def __init__(self, settings: Settings) -> None:  # the dataclass fields become parts made on first use
+        self.settings = settings
+        self.clock = utc_now
+        self.sleep = time.sleep
+        secrets = SecretsOnFirstRead(secrets_provider)
+        self.api_key = checked_secret(
+            secret_reader(secrets, settings.api_key_secret_id, settings.secret_max_age_seconds), require_api_key
+        )
+        self.webhook_secret = secret_reader(secrets, settings.webhook_secret_id, settings.secret_max_age_seconds)
+
+    @cached_property
+    def jobs(self) -> JobRepository:  # type: ignore[override]
+        return JobRepository(clients.dynamodb_client(), self.settings.jobs_table, self.settings.ledger_table)
+
+    @cached_property
+    def bucket(self) -> MediaBucket:  # type: ignore[override]
+        return MediaBucket(clients.s3_client(), self.settings.media_bucket)
+
+    @cached_property
+    def wavespeed(self) -> WaveSpeedClient:  # type: ignore[override]
+        timeout = httpx.Timeout(self.settings.http_timeout_seconds, connect=5.0)
+        # The API client never follows a redirect, so the key goes to the base URL only; no proxy from the environment.
+        http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+        outputs = OutputDownloader.build(self.settings.output_policy, timeout)
+        return WaveSpeedClient(self.settings.wavespeed_base_url, self.api_key, http, outputs=outputs)
+
+    @cached_property
+    def events(self) -> EventPublisher:  # type: ignore[override]
+        return EventPublisher(clients.events_client(), self.settings.event_bus_name)
+
+    @cached_property
+    def queues(self) -> Queues:  # type: ignore[override]
+        return Queues(clients.sqs_client(), self.settings.submit_queue_url, self.settings.fetch_queue_url)
+
+
 def build_pipeline(settings: Settings) -> Pipeline:
-    secrets = SecretsProvider(boto3_client=clients.secrets_client())
-    api_key = checked_secret(
-        secret_reader(secrets, settings.api_key_secret_id, settings.secret_max_age_seconds), require_api_key
-    )
-    timeout = httpx.Timeout(settings.http_timeout_seconds, connect=5.0)
-    # The API client never follows a redirect, so the key goes to the base URL only; no proxy from the environment.
-    http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
-    outputs = OutputDownloader.build(settings.output_policy, timeout)
-    return Pipeline(
-        settings=settings,
-        jobs=JobRepository(clients.dynamodb_client(), settings.jobs_table, settings.ledger_table),
-        bucket=MediaBucket(clients.s3_client(), settings.media_bucket),
-        wavespeed=WaveSpeedClient(settings.wavespeed_base_url, api_key, http, outputs=outputs),
-        events=EventPublisher(clients.events_client(), settings.event_bus_name),
-        queues=Queues(clients.sqs_client(), settings.submit_queue_url, settings.fetch_queue_url),
-        webhook_secret=secret_reader(secrets, settings.webhook_secret_id, settings.secret_max_age_seconds),
-        api_key=api_key,
-    )
+    """Builds nothing yet: every part is made on first use (``PipelineOnFirstUse``)."""
+    return PipelineOnFirstUse(settings)
 
 
 @cache

@@ -256,13 +256,9 @@ def resolve_model(model: ModelName, spans: list[SubmitSpan], jobs: dict[str, Job
         )
         counts["history_unavailable"] += len(ready)
         return counts
+    # Every task id the pipeline learned (a submit answer, a webhook, the history) is held in the same
+    # write that recorded it, so one strongly consistent read of the holders is the whole truth.
     held = set(pipeline.jobs.task_holders(task.task_id for task in listed))
-    # A task reported by a webhook is held by its job from its fetch on; until then the job row says so.
-    reported = pipeline.jobs.in_status(JobStatus.REPORTED, pipeline.clock() + timedelta(seconds=1), MAX_IN_DOUBT)
-    if len(reported) >= MAX_IN_DOUBT:
-        counts["lost_submit_too_many"] += len(ready)
-        return counts
-    held.update(job.task_id for job in reported if job.task_id)
     unheld = [task for task in listed if task.task_id not in held]
     for verdict in decide(spans, unheld, margin):
         try:

@@ -327,7 +327,8 @@ class JobRepository:
 
         The condition holds the whole rule: a status the report may move, no other task, the job's
         model and, for a webhook's ``proof``, the job's token. The delivery id is remembered in the
-        same transaction, so only an accepted delivery uses up its id. ``ReportNotRecorded`` otherwise.
+        same transaction, so only an accepted delivery uses up its id, and so is the task's hold for the
+        job (the ledger's ``TASK#`` item, as ``record_task`` writes it). ``ReportNotRecorded`` otherwise.
         """
         update, condition, names, values = self._update_parts(
             JobStatus.REPORTED,
@@ -374,7 +375,26 @@ class JobRepository:
         items: list[TransactWriteItemTypeDef] = [
             {"Update": job_update},  # type: ignore[typeddict-item]
             {"Put": {"TableName": self._jobs, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
+            # The task is held for its job from the moment a webhook names it, in the same write, so
+            # the history lookup reads every reported task from the ledger, never from a lagging index.
+            {"Update": self._hold_update(task_id, job_id)},  # type: ignore[typeddict-item]
         ]
+        try:
+            self._transact(items)
+        except ClientError as exc:
+            codes = [*_cancellation_codes(exc), "None", "None", "None"]
+            if "ConditionalCheckFailed" not in codes:
+                raise
+            if codes[:2] == ["None", "None"]:
+                # Only the hold refused: another job holds the task. The report is recorded without it,
+                # and the fetch, finding the other holder, releases this job without a charge.
+                self._report_without_hold(items[:2], exc)
+                return
+            job_refused = codes[0] == "ConditionalCheckFailed"
+            current = self._job_or_none(_cancellation_item(exc, 0)) if job_refused else None
+            raise ReportNotRecorded(job_refused, current, codes[1] == "ConditionalCheckFailed") from exc
+
+    def _report_without_hold(self, items: list[TransactWriteItemTypeDef], held_elsewhere: ClientError) -> None:
         try:
             self._transact(items)
         except ClientError as exc:
@@ -383,7 +403,17 @@ class JobRepository:
                 raise
             job_refused = codes[0] == "ConditionalCheckFailed"
             current = self._job_or_none(_cancellation_item(exc, 0)) if job_refused else None
-            raise ReportNotRecorded(job_refused, current, codes[1] == "ConditionalCheckFailed") from exc
+            raise ReportNotRecorded(job_refused, current, codes[1] == "ConditionalCheckFailed") from held_elsewhere
+
+    def _hold_update(self, task_id: str, job_id: str) -> dict[str, Any]:
+        """The ledger's ``TASK#`` item names the job holding the task; only that job may write it again."""
+        return {
+            "TableName": self._ledger,
+            "Key": task_key(task_id),
+            "UpdateExpression": "SET job_id = :job, claimed_at = if_not_exists(claimed_at, :now)",
+            "ConditionExpression": "attribute_not_exists(pk) OR job_id = :job",
+            "ExpressionAttributeValues": _attrs({":job": job_id, ":now": iso(utc_now())}),
+        }
 
     def claim_task(self, task_id: str, job_id: str) -> str:
         """Hold a WaveSpeed task for one job before anything is fetched for it; returns the job that holds it."""
@@ -424,16 +454,7 @@ class JobRepository:
                     "ExpressionAttributeValues": values,
                 }
             },
-            {
-                "Update": {
-                    "TableName": self._ledger,
-                    "Key": task_key(task_id),
-                    "UpdateExpression": "SET job_id = :job, claimed_at = if_not_exists(claimed_at, :now)",
-                    "ConditionExpression": "attribute_not_exists(pk) OR job_id = :job",
-                    "ExpressionAttributeValues": _attrs({":job": job.job_id, ":now": iso(utc_now())}),
-                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                }
-            },
+            {"Update": {**self._hold_update(task_id, job.job_id), "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},  # type: ignore[typeddict-item]
         ]
         try:
             self._transact(items)

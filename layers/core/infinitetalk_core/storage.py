@@ -10,7 +10,6 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from .media import READ_CAP_BYTES, open_s3_object
 from .models import MAX_KEY_BYTES as MAX_KEY_BYTES
 from .models import OUTPUTS_PREFIX as OUTPUTS_PREFIX
 
@@ -73,6 +72,8 @@ class MediaBucket:
 
     def read_document(self, key: str, limit: int = DOCUMENT_LIMIT_BYTES) -> bytes | None:
         """At most ``limit + 1`` bytes in one ranged GET (so a caller can tell it is too large); ``None`` if gone."""
+        from .media import READ_CAP_BYTES  # media brings FFmpeg and Pillow: only the functions that read media load it
+
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{min(limit, READ_CAP_BYTES)}")
         except ClientError as exc:
@@ -93,6 +94,8 @@ class MediaBucket:
 
     def open(self, stored: StoredObject) -> BinaryIO:
         """The exact version ``stored`` describes (If-Match on its ETag), in ranged GETs of at most 8 MiB."""
+        from .media import open_s3_object
+
         return open_s3_object(self.client, self.bucket, stored.key, stored.size, stored.etag)
 
     def open_stream(self, key: str) -> IO[bytes]:
