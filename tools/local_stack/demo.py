@@ -9,10 +9,10 @@ import threading
 import time
 from pathlib import Path
 
-import mutagen
 from rich.console import Console
 from rich.table import Table
 
+from infinitetalk_core.media import playing_seconds
 from infinitetalk_core.models import TERMINAL_STATUSES, Job, usd_text
 from infinitetalk_core.storage import OUTPUTS_PREFIX
 
@@ -78,8 +78,9 @@ def download(stack: LocalStack, name: str) -> list[Path]:
 
 
 def video_seconds(path: Path) -> float:
-    media = mutagen.File(path)
-    return float(media.info.length) if media is not None else 0.0
+    """The length a player plays, measured the way the ledger measures it."""
+    with path.open("rb") as stream:
+        return float(playing_seconds(stream, path.name))
 
 
 def report(stack: LocalStack, jobs: dict[str, Job]) -> None:
