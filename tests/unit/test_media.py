@@ -328,3 +328,34 @@ def test_checking_a_recording_fetches_each_byte_once() -> None:
         assert check_media(stream, "audio.wav", MediaKind.AUDIO, len(sound)).seconds == Decimal(200)
     assert sum(s3.sizes()) == len(sound)
     assert max(s3.sizes()) == READ_BLOCK_BYTES
+
+
+def wav_with_tag(seconds: float, title: bytes) -> bytes:
+    """A WAV carrying a LIST/INFO title of raw bytes, as older recorders write them (often Latin-1)."""
+    plain = wav_bytes(seconds)
+    fmt_and_data = plain[12:]
+    value = title + b"\x00" * (2 - len(title) % 2)
+    info = b"INFO" + b"INAM" + struct.pack("<I", len(value)) + value
+    chunk = b"LIST" + struct.pack("<I", len(info)) + info
+    body = b"WAVE" + fmt_and_data[:24] + chunk + fmt_and_data[24:]
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("title", [b"\xff\xfe(bad", b"Caf\xe9 ol\xe9", b"\x80\x81\x82"])
+def test_tags_in_any_encoding_neither_crash_nor_change_the_length(title: bytes) -> None:
+    data = wav_with_tag(2.0, title)
+    facts = check_media(io.BytesIO(data), "audio.wav", MediaKind.AUDIO, len(data))
+    assert facts.seconds == Decimal(2)
+    assert playing_seconds(io.BytesIO(data), "audio.wav") == Decimal(2)
+
+
+def test_a_decoder_failing_in_an_unforeseen_way_is_a_refusal_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import infinitetalk_core.media as media
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(media, "measure_audio", broken)
+    data = wav_bytes(1.0)
+    with pytest.raises(MediaError, match=r"audio\.wav could not be read as an audio file \(UnicodeDecodeError\)"):
+        check_media(io.BytesIO(data), "audio.wav", MediaKind.AUDIO, len(data))

@@ -35,7 +35,7 @@ def audio_seconds(data: bytes, name: str) -> float:
     played = Fraction(0)
     longest = Fraction(0)
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="replace") as container:
             if not container.streams.audio:
                 raise RenderError(f"{name} could not be read as audio: it has no audio track")
             track = container.streams.audio[0]

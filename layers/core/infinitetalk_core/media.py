@@ -249,12 +249,20 @@ def check_media(stream: BinaryIO, filename: str, expected: MediaKind, size: int)
     head = stream.read(SNIFF_BYTES)
     stream.seek(0)
     check_head(filename, expected, head)
-    if expected is MediaKind.IMAGE:
-        return check_image(stream, filename, head)
-    if expected is MediaKind.AUDIO:
-        length = measure_audio(stream, filename, head, checked=True)
-        return MediaFacts(kind=expected, container=length.container, seconds=length.seconds)
-    return check_video(stream, filename, head)
+    try:
+        if expected is MediaKind.IMAGE:
+            return check_image(stream, filename, head)
+        if expected is MediaKind.AUDIO:
+            length = measure_audio(stream, filename, head, checked=True)
+            return MediaFacts(kind=expected, container=length.container, seconds=length.seconds)
+        return check_video(stream, filename, head)
+    except (MediaError, BotoCoreError, ClientError):
+        raise
+    except Exception as exc:  # hostile bytes may break a decoder in any way: the person hears of it
+        raise MediaError(
+            f"{filename} could not be read as {with_article(str(expected))} file ({type(exc).__name__}); "
+            "the file is damaged or in an unusual form: export it again"
+        ) from exc
 
 
 # ---- pictures ---------------------------------------------------------------------------------------
@@ -401,7 +409,13 @@ def after_leading_tags(stream: IO[bytes]) -> int:
 
 def _open_container(stream: IO[bytes], filename: str, expected: MediaKind, head: bytes) -> InputContainer:
     try:
-        container = av.open(_SoundView(stream, after_leading_tags(stream)), mode="r", buffer_size=64 * 1024)
+        container = av.open(
+            _SoundView(stream, after_leading_tags(stream)),
+            mode="r",
+            buffer_size=64 * 1024,
+            # Tags in Latin-1 or any other encoding are common and say nothing about the sound.
+            metadata_errors="replace",
+        )
     except av.FFmpegError as exc:
         raise _undecodable(filename, expected, head, _reason(exc)) from exc
     if not container.streams:
