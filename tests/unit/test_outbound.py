@@ -41,6 +41,7 @@ from infinitetalk_core.wavespeed import (
     NotATaskId,
     Prediction,
     SubmitOutcomeUnknown,
+    TaskUnavailable,
     TemporarilyUnavailable,
     WaveSpeedClient,
 )
@@ -618,3 +619,17 @@ def test_a_stored_output_gets_a_video_type_whatever_the_host_declares() -> None:
         return httpx.Response(200, content=b"x", headers={"content-type": "video/webm"})
 
     assert store_with(webm, [CDN])[0].objects["outputs/n/video.mp4"][1] == "video/webm"
+
+
+@pytest.mark.parametrize("status", [401, 403, 408, 429, 500, 503])
+def test_a_refused_key_or_a_busy_api_never_settles_a_task(status: int) -> None:
+    api = Recorder(lambda _: httpx.Response(status, json={"message": "no"}))
+    with pytest.raises(TemporarilyUnavailable):
+        wavespeed(api, Recorder(video)).result(TASK)
+
+
+@pytest.mark.parametrize("status", [400, 404, 410])
+def test_a_task_wavespeed_no_longer_has_is_final(status: int) -> None:
+    api = Recorder(lambda _: httpx.Response(status, json={"message": "gone"}))
+    with pytest.raises(TaskUnavailable):
+        wavespeed(api, Recorder(video)).result(TASK)

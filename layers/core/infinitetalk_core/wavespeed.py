@@ -21,6 +21,10 @@ FINAL_STATUSES = frozenset({"completed", "failed"})
 TASK_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
+# Answers to a read that say nothing about the task itself: rate limits, time-outs and a refused key.
+RETRYABLE_READ_CODES = frozenset({401, 403, 408, 429})
+
+
 def is_task_id(value: str) -> bool:
     return TASK_ID_PATTERN.fullmatch(value) is not None
 
@@ -190,7 +194,8 @@ class WaveSpeedClient:
             response = self._http.get(f"{self._base_url}/predictions/{path}/result", headers=self._headers())
         except httpx.TransportError as exc:
             raise TemporarilyUnavailable(f"result request failed: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code in RETRYABLE_READ_CODES or response.status_code >= 500:
+            # A refused key (revoked, rotated, an auth outage) says nothing about the task: never settle on it.
             raise TemporarilyUnavailable(f"result request answered {response.status_code}: {_message(response)}")
         if response.status_code >= 400:
             raise TaskUnavailable(f"result request refused ({response.status_code}): {_message(response)}")
