@@ -33,6 +33,7 @@ def stack() -> Iterator[LocalStack]:
         "OUTPUT_MAX_BYTES": str(OUTPUT_CAP),
         "WEBHOOK_OVERDUE_SECONDS": "2",
         "RESULT_UNREADABLE_LIMIT_SECONDS": "2",
+        "FETCH_GIVE_UP_SECONDS": "60",
     }
     with start_stack(environment) as running:
         yield running
@@ -44,7 +45,7 @@ def no_faults_left_behind(stack: LocalStack) -> Iterator[None]:
     stack.standin.reset_faults()
 
 
-def stored_job(stack: LocalStack, name: str, status: JobStatus, age_seconds: float) -> Job:
+def stored_job(stack: LocalStack, name: str, status: JobStatus, age_seconds: float, task_id: str | None = None) -> Job:
     """A job row as a run that stopped half-way leaves it: inputs in place, its estimate held."""
     stack.put(f"library/{name}/image.png", portrait_png())
     stack.put(f"library/{name}/audio.wav", voice_wav(1.0))
@@ -67,6 +68,7 @@ def stored_job(stack: LocalStack, name: str, status: JobStatus, age_seconds: flo
             "estimate_micros": expected_charge(1.0, "480p"),
             "reserved_micros": expected_charge(1.0, "480p"),
             "error": "the run stopped here" if status is JobStatus.UNCERTAIN else None,
+            "task_id": task_id,
         }
     )
     stack.jobs.create_with_reservation(job, budget_micros=0)
@@ -133,3 +135,19 @@ def test_a_result_that_stays_unreadable_ends_the_job_with_the_estimate_kept_as_p
     assert error["failure_kind"] == "result_unreadable" and error["possibly_owed_usd"]
     assert stack.standin.submit_count == submits_before + 1
     assert snapshot(stack, "inbox/unreadable/") == inputs
+
+
+def test_a_reported_job_whose_fetch_never_succeeds_ends_with_the_estimate_kept_as_possibly_owed(
+    stack: LocalStack,
+) -> None:
+    stack.standin.faults.result_500_rate = 1.0
+    job = stored_job(stack, "never-fetched", JobStatus.REPORTED, age_seconds=120, task_id="ab" * 16)
+
+    ended = stack.wait_for("never-fetched", timeout=60)
+
+    assert ended.job_id == job.job_id
+    assert ended.status is JobStatus.FAILED and ended.failure_kind is FailureKind.RESULT_UNREADABLE, ended.error
+    assert ended.reserved_micros == job.reserved_micros, "the estimate stays held: WaveSpeed billed the task"
+    error = stack.read_json("outputs/never-fetched/error.json")
+    assert "could not be fetched" in error["problems"][0] and error["possibly_owed_usd"]
+    assert ledger_lines(stack, ended) == []

@@ -151,6 +151,16 @@ def end_holding_estimate(
 
 
 def requeue_fetch(job: Job, pipeline: Pipeline) -> str:
+    """Hand a reported job to the fetch again, but not forever: a fetch that never succeeds ends the job."""
+    limit = pipeline.settings.fetch_give_up_seconds
+    if (pipeline.clock() - job.status_since).total_seconds() >= limit:
+        reason = (
+            f"the finished task {job.task_id} could not be fetched for {limit} s (reported at "
+            f"{job.status_since:%Y-%m-%d %H:%M} UTC); WaveSpeed billed it: {usd_text(job.reserved_micros)} "
+            "(the estimate) is kept against the month's budget as possibly owed"
+        )
+        end_holding_estimate(job, FailureKind.RESULT_UNREADABLE, reason, [JobStatus.REPORTED], pipeline)
+        return "fetch_given_up"
     pipeline.queues.send_fetch(job.job_id)
     return "fetch_requeued"
 

@@ -53,6 +53,8 @@ class Settings(BaseModel):
     max_resubmissions: int = Field(default=2, ge=0, le=10, alias="MAX_RESUBMISSIONS")
     # A submitted job whose result cannot be read for this long ends, its estimate kept as possibly owed.
     result_unreadable_limit_seconds: int = Field(default=86_400, ge=1, alias="RESULT_UNREADABLE_LIMIT_SECONDS")
+    # A reported job whose fetch keeps failing (5xx outputs, a crash each time) ends after this long.
+    fetch_give_up_seconds: int = Field(default=86_400, ge=60, alias="FETCH_GIVE_UP_SECONDS")
     # SNS topic told of budget alerts (and, in the template, of dead letters and errors); empty: none.
     alarm_topic_arn: str = Field(default="", alias="ALARM_TOPIC_ARN")
     # Where outputs may be downloaded from: host names (https only), *.domain, or exact origins.
