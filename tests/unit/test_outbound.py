@@ -563,13 +563,17 @@ def test_an_output_of_unknown_length_is_cut_off_past_the_cap(size: int, allowed:
                 b"".join(out.iter_bytes())
 
 
-def test_the_cap_counts_decoded_bytes_so_a_compressed_bomb_is_cut_off() -> None:
+@pytest.mark.parametrize("encoding", ["gzip", " GZIP ", "x-unheard-of"])
+def test_a_compressed_body_is_refused_before_a_byte_is_decoded(encoding: str) -> None:
     bomb = gzip.compress(bytes(1_000_000))
-    cdn = Recorder(lambda r: httpx.Response(200, content=bomb, headers={"content-encoding": "gzip"}))
+    cdn = Recorder(lambda r: httpx.Response(200, content=bomb, headers={"content-encoding": encoding}))
     policy = OutputPolicy.parse(DEFAULT_OUTPUT_HOSTS, max_bytes=len(bomb) * 2)
-    with wavespeed(Recorder(video), cdn, policy).stream_output(CDN) as out, pytest.raises(OutputTooLarge):
-        for _ in out.iter_bytes(4096):
-            pass
+    with (
+        pytest.raises(OutputRefused, match="Content-Encoding"),
+        wavespeed(Recorder(video), cdn, policy).stream_output(CDN),
+    ):
+        pass
+    assert [r.headers["accept-encoding"] for r in cdn.requests] == ["identity"]
 
 
 # ---- storing outputs -----------------------------------------------------------------------------

@@ -359,8 +359,17 @@ class OutputDownloader:
     def _follow(self, url: str) -> httpx.Response:
         target = self.policy.check_url(url)
         for _ in range(MAX_REDIRECTS + 1):
-            response = self._http.send(self._http.build_request("GET", target), stream=True)
+            # Videos are compressed already; an encoded body would be decompressed a whole chunk at a time.
+            request = self._http.build_request("GET", target, headers={"Accept-Encoding": "identity"})
+            response = self._http.send(request, stream=True)
             if response.status_code not in REDIRECT_CODES:
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    response.close()
+                    raise OutputRefused(
+                        f"the output {readable_url(target)} was sent with Content-Encoding {encoding!r} although "
+                        "only the plain bytes were asked for"
+                    )
                 return response
             location = response.headers.get("location", "")
             response.close()
