@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from infinitetalk_cli.drop import DropPlan, DropRefused, leftover_problems, plan_drop
 from infinitetalk_cli.transfer import upload_one
-from infinitetalk_core.models import Role, utc_now
+from infinitetalk_core.media import MAX_BYTES, MediaError, check_name_and_size
+from infinitetalk_core.models import ROLE_KIND, Role, utc_now
 from infinitetalk_core.storage import MediaBucket
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MAX_FILE_BYTES = 4 * 1024**3
 MAX_OPEN_DROPS = 16
 # A drop the browser left behind (tab closed half way) is forgotten after this long.
 ABANDONED_SECONDS = 3_600
@@ -133,11 +133,14 @@ class DropDesk:
             raise DropProblem(
                 400, [f"{role_name!r} is not an input role ({', '.join(r.value for r in Role)})"]
             ) from None
-        if length > MAX_FILE_BYTES:
-            raise DropProblem(413, [f"{role.value}: {filename} is larger than {MAX_FILE_BYTES // 1024**3} GiB"])
         with self._lock:
             drop = self._get(drop_id, "staging")
             target_dir = drop.folder / role.value
+        try:
+            # The pipeline's own name and size rule, before a byte is staged.
+            check_name_and_size(filename, ROLE_KIND[role], length)
+        except MediaError as exc:
+            raise DropProblem(413 if length > MAX_BYTES[ROLE_KIND[role]] else 400, [f"{role.value}: {exc}"]) from None
         shutil.rmtree(target_dir, ignore_errors=True)
         target_dir.mkdir()
         target = target_dir / safe_filename(filename)
