@@ -35,3 +35,19 @@ def test_missing_and_bad_values_are_named() -> None:
         Settings.model_validate({k: v for k, v in REQUIRED.items() if k != "JOBS_TABLE"})
     with pytest.raises(ValidationError, match="INPUT_DELIVERY"):
         Settings.model_validate({**REQUIRED, "INPUT_DELIVERY": "email"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://api.wavespeed.ai/api/v3", "ftp://api.wavespeed.ai", "https://", "http://10.0.0.5:8787", "file:///etc"],
+)
+def test_the_api_key_is_never_sent_in_the_clear_to_another_machine(url: str) -> None:
+    with pytest.raises(ValidationError, match="the API key goes there"):
+        Settings.model_validate({**REQUIRED, "WAVESPEED_BASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.wavespeed.ai/api/v3", "http://127.0.0.1:8787/api/v3", "http://localhost:1"]
+)
+def test_https_or_this_machine_is_a_place_for_the_key(url: str) -> None:
+    assert Settings.model_validate({**REQUIRED, "WAVESPEED_BASE_URL": url}).wavespeed_base_url == url

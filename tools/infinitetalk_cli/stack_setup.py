@@ -17,7 +17,13 @@ import boto3
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from infinitetalk_core.credentials import CredentialNotSet, require_api_key, require_webhook_secret
+from infinitetalk_core.credentials import (
+    LOOPBACK_HOSTS,
+    CredentialNotSet,
+    api_key_may_go_to,
+    require_api_key,
+    require_webhook_secret,
+)
 from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
 from infinitetalk_core.settings import DEFAULT_WAVESPEED_URL
 from infinitetalk_core.wavespeed import WaveSpeedClient, WaveSpeedError
@@ -39,7 +45,6 @@ WEBHOOK_SECRET_OUTPUT = "WebhookSecretArn"  # noqa: S105 - the name of a stack o
 BASE_URL_PARAMETER = "WaveSpeedBaseUrl"
 API_KEY_VARIABLE = "WAVESPEED_API_KEY"
 MAX_KEY_FILE_BYTES = 4096
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 NOTHING_STORED = "nothing was stored"
 
 StackDescriber = Callable[[str, str, str | None], StackDescription]
@@ -130,10 +135,7 @@ def is_loopback(url: str) -> bool:
 
 def check_wavespeed_url(url: str) -> None:
     """The key travels to this URL: over https, or plain http to this machine only."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and is_loopback(url):
+    if api_key_may_go_to(url):
         return
     raise NotConfigured(
         f"--wavespeed-url {url!r} must be an https URL (plain http only to 127.0.0.1 or localhost): "

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 # What the template stores until ``infinitetalk setup`` replaces it; never accepted as a key.
 PLACEHOLDER_SECRET = "not-set"  # noqa: S105 - the marker of a secret nobody has set yet
 _KNOWN_PLACEHOLDERS = frozenset({"", PLACEHOLDER_SECRET, "replace-me", "changeme", "change-me", "none", "null", "todo"})
 _API_KEY = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}")
 _WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9._~+/=-]{16,512}")
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class CredentialNotSet(Exception):
@@ -32,3 +36,10 @@ def require_webhook_secret(value: str) -> str:
             "run `infinitetalk setup --stack NAME`"
         )
     return value
+
+
+def api_key_may_go_to(url: str) -> bool:
+    """The API key travels only over https, or as plain http to this very machine."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return (parts.scheme == "https" and bool(host)) or (parts.scheme == "http" and host in LOOPBACK_HOSTS)

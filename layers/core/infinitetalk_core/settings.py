@@ -8,6 +8,7 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .credentials import api_key_may_go_to
 from .outbound import DEFAULT_OUTPUT_HOSTS, DEFAULT_OUTPUT_MAX_BYTES, OutputPolicy
 
 DEFAULT_WAVESPEED_URL = "https://api.wavespeed.ai/api/v3"
@@ -60,6 +61,13 @@ class Settings(BaseModel):
     # Where outputs may be downloaded from: host names (https only), *.domain, or exact origins.
     output_hosts: str = Field(default=DEFAULT_OUTPUT_HOSTS, alias="OUTPUT_HOSTS")
     output_max_bytes: int = Field(default=DEFAULT_OUTPUT_MAX_BYTES, ge=1, alias="OUTPUT_MAX_BYTES")
+
+    @field_validator("wavespeed_base_url")
+    @classmethod
+    def _base_url_keeps_the_key_safe(cls, value: str) -> str:
+        if not api_key_may_go_to(value):
+            raise ValueError("must be an https URL (plain http only to 127.0.0.1 or localhost): the API key goes there")
+        return value
 
     @field_validator("output_hosts")
     @classmethod
