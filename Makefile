@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(PYTHON_VERSION)
 # The layer's lock constrains every install, so the tests run the very versions the layer carries.
 LOCK := layers/core/requirements.txt
 
-.PHONY: install demo up test test-py311 lint format unit integration e2e bench schema lock build clean
+.PHONY: install demo up soak test test-py311 lint format unit integration e2e bench schema lock build clean
 
 # $(1) venv folder, $(2) interpreter, $(3) its version: a venv of another Python is made anew.
 define make_venv
@@ -52,6 +52,9 @@ demo: $(STAMP)  ## drop a one- and a two-speaker job into the embedded local sta
 up: $(STAMP)  ## run the local stack until Ctrl-C
 	$(BIN)/python -m local_stack up $(ARGS)
 
+soak: $(STAMP)  ## N jobs (N=1000 unless given) with every fault on at once; prints the invariants, fails if one breaks
+	$(BIN)/python -m local_stack soak --jobs $(or $(N),1000) $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -78,7 +81,8 @@ test: lint  ## ruff, mypy, then every suite; then the quick suites on 3.11 too, 
 test-py311: $(STAMP311)  ## the unit, stand-in and CLI suites on Python 3.11
 	$(BIN311)/pytest tests/unit tests/standin tests/cli -q
 
-bench: $(STAMP)  ## side-by-side figures: streamed vs whole-file delivery, ranged vs whole audio probing
+bench: $(STAMP)  ## every goal against its baseline (webhook, calls, cost per job, cold starts, fetch), then the media paths
+	$(BIN)/python benchmarks/bench_goals.py $(ARGS)
 	$(BIN)/python benchmarks/bench_media_paths.py
 
 schema: $(STAMP)  ## regenerate the committed job-event and budget-alert JSON Schemas

@@ -1,4 +1,4 @@
-"""``python -m local_stack demo|up``."""
+"""``python -m local_stack demo|up|soak``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     run_up.add_argument(
         "--fault", action="append", default=[], metavar="NAME=VALUE", help="a stand-in fault knob, repeatable"
     )
+    run_soak = commands.add_parser("soak", help="N jobs with every fault on at once; exits 1 if an invariant fails")
+    run_soak.add_argument("--jobs", type=int, default=1000, help="how many jobs to drop (default 1000)")
+    run_soak.add_argument("--rate", type=float, default=0.8, help="drops per second (default 0.8)")
+    run_soak.add_argument("--seed", type=int, default=7, help="seeds every fault's generator")
+    run_soak.add_argument(
+        "--settle-timeout", type=float, default=900.0, help="seconds to wait after the last drop (default 900)"
+    )
     args = parser.parse_args(argv)
     # Ctrl-C and a plain `kill` both stop the stack cleanly, even when started in the background.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -37,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return demo(verbose=args.verbose, timeout=args.timeout)
+        if args.command == "soak":
+            from .soak import main as soak
+
+            return soak(args.jobs, args.rate, args.seed, args.settle_timeout)
         return up(args.moto_port, args.api_port, args.standin_port, args.fault, args.console_port)
     except KeyboardInterrupt:
         print("interrupted; the local stack has stopped", file=sys.stderr)

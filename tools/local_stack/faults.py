@@ -68,6 +68,8 @@ class LocalFaults:
     # Crash point name -> the share of the calls there that crash; ``crash_next`` forces the next ones.
     crash_rates: dict[str, float] = field(default_factory=dict)
     crash_next: dict[str, int] = field(default_factory=dict)
+    # Crash only invocations of these functions (logical ids, e.g. "CallbackFunction"); empty: any.
+    crash_functions: set[str] = field(default_factory=set)
     s3_event_copies: int = 1
     s3_event_copy_spread_seconds: int = 5
     # A WaveSpeed submit POST waits this long before it is sent (a hung submission, for time-out tests).
@@ -98,8 +100,10 @@ class LocalFaults:
                 self.injected[name] += 1
             return hit
 
-    def crash_due(self, point: str) -> bool:
+    def crash_due(self, point: str, function: str) -> bool:
         with self._lock:
+            if self.crash_functions and function not in self.crash_functions:
+                return False
             pending = self.crash_next.get(point, 0)
             if pending > 0:
                 self.crash_next[point] = pending - 1
@@ -122,6 +126,7 @@ class LocalFaults:
             self.throttle_rate = 0.0
             self.crash_rates.clear()
             self.crash_next.clear()
+            self.crash_functions.clear()
             self.s3_event_copies = 1
             self.submit_post_delay_seconds = 0.0
 
@@ -205,7 +210,9 @@ def _before_send(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
             return throttled(request)
     elif service == "s3" and operation in {"UploadPart", "CompleteMultipartUpload"}:
         part = parse_qs(urlsplit(str(request.url)).query).get("partNumber", ["1"])[0]
-        if (operation == "CompleteMultipartUpload" or part != "1") and faults.crash_due("mid_upload"):
+        if (operation == "CompleteMultipartUpload" or part != "1") and faults.crash_due(
+            "mid_upload", invocation.function
+        ):
             invocation.crash("mid_upload")
     return None
 
@@ -220,9 +227,9 @@ def _after_call(http_response: Any, context: dict[str, Any], event_name: str, **
     _hook, service, operation = [*event_name.split(".", 2), "", ""][:3]
     if service != "dynamodb" or operation not in _DYNAMODB_WRITES:
         return
-    if writes_ledger_line(params) and invocation.faults.crash_due("after_charge"):
+    if writes_ledger_line(params) and invocation.faults.crash_due("after_charge", invocation.function):
         invocation.crash("after_charge")
-    if writes_job_row(params) and invocation.faults.crash_due("after_job_write"):
+    if writes_job_row(params) and invocation.faults.crash_due("after_job_write", invocation.function):
         invocation.crash("after_job_write")
 
 
@@ -262,7 +269,12 @@ def _guarded_handle_request(transport: httpx.HTTPTransport, request: httpx.Reque
         time.sleep(faults.submit_post_delay_seconds)
         invocation.check()
     response = _original_handle_request(transport, request)
-    if faults is not None and submit and response.status_code < 300 and faults.crash_due("after_submit"):
+    if (
+        faults is not None
+        and submit
+        and response.status_code < 300
+        and faults.crash_due("after_submit", invocation.function)
+    ):
         response.close()
         invocation.crash("after_submit")
     return response
@@ -299,8 +311,80 @@ def serialize_moto_dynamodb() -> None:
     _moto_serialized = True
 
 
+_copying = threading.local()
+
+
+def _table_copies_skipped() -> bool:
+    return bool(getattr(_copying, "skip", False))
+
+
+def light_moto_transactions() -> None:
+    """moto's transactions copy every table they touch, whole, to roll back: time and memory grow with the table.
+
+    Each transaction here keeps only the items it names, as they were, and puts those back when it is
+    cancelled; moto's own rollback (reassigning the table copies) then reassigns the tables themselves.
+    Safe because moto's DynamoDB answers one request at a time (``serialize_moto_dynamodb``).
+    """
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    if getattr(DynamoDBBackend.transact_write_items, "local_stack_light", False):
+        return
+
+    class NoTableCopies:
+        """``copy`` as moto's DynamoDB module sees it: a table is not copied while a transaction runs."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(copy, name)
+
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            if isinstance(value, Table) and _table_copies_skipped():
+                return value
+            return copy.deepcopy(value, memo)
+
+    models.copy = NoTableCopies()  # type: ignore[attr-defined,assignment]
+    original = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
+        for item in transact_items[:100]:
+            _, op = next(iter(item.items()))
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            attrs = op.get("Item") or {}
+            key = op.get("Key") or {
+                name: attrs[name] for name in (table.hash_key_attr, table.range_key_attr) if name and name in attrs
+            }
+            try:
+                current = self.get_item(table.name, key)
+            except Exception:  # noqa: BLE001, S112 - a malformed key: moto refuses the transaction itself
+                continue
+            saved.append((table.name, key, copy.deepcopy(current.to_json()["Attributes"]) if current else None))
+        _copying.skip = True
+        try:
+            original(self, transact_items)
+        except BaseException:
+            for table_name, key, attrs in reversed(saved):
+                if attrs is None:
+                    self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, attrs)
+            raise
+        finally:
+            _copying.skip = False
+
+    transact_write_items.local_stack_light = True  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def install() -> None:
     """Everything above, idempotently; every hook is a no-op outside an invocation of a local function."""
     hook_boto3()
     hook_httpx()
     serialize_moto_dynamodb()
+    light_moto_transactions()

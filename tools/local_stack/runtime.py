@@ -434,6 +434,9 @@ class SqsPoller:
         self.thread = StoppableThread(f"poll-{function.name}", self._run)
         self._workers = ThreadPoolExecutor(max_workers=function.concurrency, thread_name_prefix=f"esm-{function.name}")
         self._random = random.Random(0)
+        # Messages of batches whose invocation timed out, and those of them received again since.
+        self.timed_out: set[str] = set()
+        self.received_again: set[str] = set()
 
     def _run(self, stopping: threading.Event) -> None:
         try:
@@ -480,6 +483,8 @@ class SqsPoller:
         )
         messages = answer.get("Messages", [])
         for message in messages:
+            if message["MessageId"] in self.timed_out:
+                self.received_again.add(message["MessageId"])
             self._deliver_again(message)
         return messages
 
@@ -516,7 +521,9 @@ class SqsPoller:
             reported = (response or {}).get("batchItemFailures", []) if self.partial_failures else []
             failed = {f["itemIdentifier"] for f in reported}
         except FunctionTimedOut:
-            return  # Lambda leaves the batch alone: each message comes back after its visibility timeout
+            # Lambda leaves the batch alone: each message comes back after its visibility timeout.
+            self.timed_out.update(m["MessageId"] for m in messages)
+            return
         except Exception:  # noqa: BLE001 - the whole batch failed; SQS delivers it again
             failed = {m["MessageId"] for m in messages}
         done = [m for m in messages if m["MessageId"] not in failed]

@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
 import httpx
@@ -104,6 +104,8 @@ class StackOptions:
     standin: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str, str], None] = print_log
     log_level: str = "INFO"
+    # Where the functions' own log lines go (standard output unless given).
+    log_stream: TextIO | None = None
     # The web console on 127.0.0.1 (``make up`` starts it); 0 picks a free port.
     console: bool = False
     console_port: int = 0
@@ -228,6 +230,8 @@ class LocalStack:
         self._saved_environment.clear()
         while self._undo:
             self._undo.pop()()
+        if self.options.log_stream is not None:
+            core_logger.registered_handler.setStream(sys.stdout)  # type: ignore[attr-defined]
         self._forget_cold_start()
 
     # ---- running like Lambda -----------------------------------------------------------
@@ -355,7 +359,7 @@ class LocalStack:
         """All functions log through one Powertools logger; render it as one readable stream."""
         core_logger.setLevel(self.options.log_level)
         core_logger.registered_handler.setFormatter(InvocationScopedFormatter(json_serializer=readable_log_line))
-        core_logger.registered_handler.setStream(sys.stdout)  # type: ignore[attr-defined]
+        core_logger.registered_handler.setStream(self.options.log_stream or sys.stdout)  # type: ignore[attr-defined]
         self._forget_cold_start()
 
     @staticmethod

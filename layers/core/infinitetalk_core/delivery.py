@@ -16,7 +16,7 @@ from .outbound import OutputRefused, OutputTooLarge
 from .pipeline import RESULT_FILE, WHAT_TO_DO, Pipeline
 from .repository import StaleTransition
 from .storage import outputs_prefix
-from .wavespeed import Prediction, TaskUnavailable
+from .wavespeed import Prediction, TaskUnavailable, TemporarilyUnavailable, backoff_delays
 
 CHUNK_BYTES = 1024 * 1024
 NO_VIDEO = "WaveSpeed reported the task completed but returned no video"
@@ -104,7 +104,7 @@ def deliver(job_id: str, pipeline: Pipeline) -> None:
         return
     rules = rule_book().get(job.rule_set)
     try:
-        prediction = pipeline.wavespeed.result(job.task_id)
+        prediction = read_result(job.task_id, pipeline)
         if not prediction.is_final:
             # A webhook ran ahead of the result endpoint; reconcile will look again.
             pipeline.jobs.transition(job, JobStatus.SUBMITTED, [JobStatus.REPORTED])
@@ -125,6 +125,24 @@ def deliver(job_id: str, pipeline: Pipeline) -> None:
         # Retrying cannot help, and WaveSpeed billed the finished task: end it with its estimate charged.
         settle_failure(job, f"WaveSpeed: {exc}", FailureKind.DELIVERY_FAILED, rules, pipeline)
     check_budget_alerts(job.month, job.job_id, pipeline)
+
+
+def read_result(task_id: str, pipeline: Pipeline) -> Prediction:
+    """The result endpoint, asked again within this run while it fails in a passing way (5xx, 429, network).
+
+    A fetch message that fails waits out its queue's visibility timeout (90 minutes) before it is
+    tried again, and five failures send it to the dead-letter queue; a brief outage should cost neither.
+    """
+    settings = pipeline.settings
+    for delay in [*backoff_delays(settings.result_attempts, settings.retry_base_seconds), None]:
+        try:
+            return pipeline.wavespeed.result(task_id)
+        except TemporarilyUnavailable as exc:
+            if delay is None:
+                raise
+            logger.info("result unreadable; asking again", extra={"task_id": task_id, "error": str(exc)})
+            pipeline.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
 
 def release_task_of_another_job(job: Job, holder: str, pipeline: Pipeline) -> None:

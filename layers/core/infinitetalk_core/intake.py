@@ -67,6 +67,14 @@ class Drop:
     name: str
     kind: Literal["folder", "manifest", "stray"]
     key: str
+    # The object whose upload announced a folder drop; ``None`` for a re-check of the folder.
+    arrived: str | None = field(default=None, compare=False)
+
+    @property
+    def cannot_be_ready_yet(self) -> bool:
+        """A folder file other than job.json just arrived: the folder is newer than its settle time and
+        job.json (if any) is not the newest file, so looking now would only say "wait"."""
+        return self.kind == "folder" and self.arrived is not None and not self.arrived.endswith("/" + OPTIONS_FILE)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ def drop_for_key(key: str) -> Drop | None:
     if not head or head.startswith(".") or (slash and (not tail or tail.rsplit("/", 1)[-1].startswith("."))):
         return None
     if slash:
-        return Drop(name=head, kind="folder", key=f"{INBOX_PREFIX}{head}/")
+        return Drop(name=head, kind="folder", key=f"{INBOX_PREFIX}{head}/", arrived=key)
     if head.lower().endswith(".json"):
         return Drop(name=head[: -len(".json")], kind="manifest", key=key)
     return Drop(name=head.rsplit(".", 1)[0] or head, kind="stray", key=key)

@@ -253,7 +253,8 @@ class PipelineOnFirstUse(Pipeline):
     client, the bucket or the event bus client). Parts may still be replaced, as on any pipeline.
     """
 
-    def __init__(self, settings: Settings) -> None:  # the dataclass fields become parts made on first use
+    def __init__(self, settings: Settings, **parts: Any) -> None:
+        """``parts`` given (``dataclasses.replace`` gives every field) are used instead of making them."""
         self.settings = settings
         self.clock = utc_now
         self.sleep = time.sleep
@@ -262,6 +263,7 @@ class PipelineOnFirstUse(Pipeline):
             secret_reader(secrets, settings.api_key_secret_id, settings.secret_max_age_seconds), require_api_key
         )
         self.webhook_secret = secret_reader(secrets, settings.webhook_secret_id, settings.secret_max_age_seconds)
+        vars(self).update(parts)
 
     @cached_property
     def jobs(self) -> JobRepository:  # type: ignore[override]

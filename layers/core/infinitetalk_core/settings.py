@@ -43,6 +43,8 @@ class Settings(BaseModel):
     secret_max_age_seconds: int = Field(default=300, ge=0, alias="SECRET_MAX_AGE_SECONDS")
     http_timeout_seconds: float = Field(default=30.0, gt=0, alias="HTTP_TIMEOUT_SECONDS")
     submit_attempts: int = Field(default=4, ge=1, le=10, alias="SUBMIT_ATTEMPTS")
+    # Reads of a finished task's result within one fetch, while they fail in a passing way.
+    result_attempts: int = Field(default=3, ge=1, le=10, alias="RESULT_ATTEMPTS")
     retry_base_seconds: float = Field(default=1.0, ge=0, alias="RETRY_BASE_SECONDS")
     # Recovery of lost submit answers through WaveSpeed's prediction history: how long after its
     # creation a task is trusted to be listed, the clock margin around a submission's span, how

@@ -177,13 +177,24 @@ def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
         return Candidate(job_id=job_id_for(drop.name, [stored]), name=drop.name, objects=[stored], problems=[problem])
     if drop.kind == "manifest":
         return assess_manifest(drop, pipeline.bucket)
+    if drop.cannot_be_ready_yet:
+        # Look once the settle time has passed, as the listing would have said: one LIST fewer per file.
+        delay = pipeline.settings.folder_settle_seconds + 1
+        pipeline.queues.send_submit(FolderCheck(name=drop.name, prefix=drop.key), delay_seconds=delay)
+        return None
     objects = pipeline.bucket.list(drop.key)
     options_key = drop.key + OPTIONS_FILE
     options_raw = pipeline.bucket.read_document(options_key) if any(o.key == options_key for o in objects) else None
-    uploading = pipeline.bucket.uploads_in_progress(drop.key)
-    verdict = assess_folder(
-        drop, objects, options_raw, pipeline.clock(), pipeline.settings.folder_settle_seconds, uploading
-    )
+    now, settle_seconds = pipeline.clock(), pipeline.settings.folder_settle_seconds
+    verdict = assess_folder(drop, objects, options_raw, now, settle_seconds)
+    # Uploads in progress can only hold back a folder that is otherwise ready and has no job yet:
+    # the listing (a LIST request, the dearest kind) is skipped while the folder waits anyway.
+    if (
+        isinstance(verdict, Candidate)
+        and pipeline.jobs.get(verdict.job_id) is None
+        and (uploading := pipeline.bucket.uploads_in_progress(drop.key))
+    ):
+        verdict = assess_folder(drop, objects, options_raw, now, settle_seconds, uploading)
     if isinstance(verdict, Waiting):
         pipeline.queues.send_submit(FolderCheck(name=drop.name, prefix=drop.key), delay_seconds=verdict.seconds)
         return None
