@@ -505,7 +505,7 @@ class SqsPoller:
         spread = max(0, int(self.faults.s3_event_copy_spread_seconds))
         for index in range(copies - 1):
             # The first half at once (they run beside the original), the rest spread over a few seconds.
-            delay = 0 if index < (copies - 1 + 1) // 2 else self._random.randint(1, max(1, spread))
+            delay = 0 if index < copies // 2 else self._random.randint(1, max(1, spread))
             self.sqs.send_message(
                 QueueUrl=self.queue_url,
                 MessageBody=message["Body"],
