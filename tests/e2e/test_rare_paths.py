@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from infinitetalk_core.models import FailureKind, Job, JobSpec, JobStatus, ModelName, Role
@@ -19,6 +20,7 @@ from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
 from tests.e2e.helpers import expected_charge, ledger_lines, snapshot
 from tests.integration.conftest import start_stack
+from wavespeed_standin.webhooks import sign_message
 
 pytestmark = pytest.mark.e2e
 
@@ -151,3 +153,24 @@ def test_a_reported_job_whose_fetch_never_succeeds_ends_with_the_estimate_kept_a
     error = stack.read_json("outputs/never-fetched/error.json")
     assert "could not be fetched" in error["problems"][0] and error["possibly_owed_usd"]
     assert ledger_lines(stack, ended) == []
+
+
+def test_a_late_webhook_for_a_job_ended_as_unreadable_delivers_it_and_charges_it_once(stack: LocalStack) -> None:
+    stack.standin.faults.drop_webhook_next = 1
+    stack.standin.faults.result_500_rate = 1.0
+    stack.drop_folder("late-report", {"image.png": portrait_png(), "audio.wav": voice_wav(1.0)}, {})
+    ended = stack.wait_for("late-report", timeout=60)
+    assert ended.failure_kind is FailureKind.RESULT_UNREADABLE and ended.task_id is not None, ended.error
+    stack.standin.reset_faults()
+
+    task = stack.standin.tasks[ended.task_id]
+    message = sign_message(task.webhook_payload(), stack.standin.webhook_secret, forged=False)
+    url = f"{stack.webhook_url}?job={ended.job_id}&token={ended.webhook_token}"
+    answer = httpx.post(url, content=message.body, headers=message.headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+    delivered = stack.wait_for("late-report", statuses={"delivered"}, timeout=60)
+    assert delivered.job_id == ended.job_id and delivered.reserved_micros == 0
+    (line,) = ledger_lines(stack, delivered)
+    assert line.charged_micros == delivered.charged_micros == expected_charge(5.0, "480p")
+    assert "outputs/late-report/error.json" not in stack.output_keys("late-report")

@@ -31,9 +31,10 @@ from .webhooks import (
     webhook_target,
 )
 
-# A finished task may move a job from these; out of FAILED only when the submission's fate was unknown.
+# A finished task may move a job from these; out of FAILED only when the job was settled on a guess.
 REPORTABLE_FROM = [JobStatus.SUBMITTED, JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.HELD, JobStatus.FAILED]
-REPORTABLE_FAILURE = FailureKind.SUBMIT_UNKNOWN
+# A job settled on a guess (its answer lost, or its result unreadable) takes its own task's report still.
+REPORTABLE_FAILURES = frozenset({FailureKind.SUBMIT_UNKNOWN, FailureKind.RESULT_UNREADABLE})
 
 
 class WebhookOutcome(StrEnum):
@@ -106,7 +107,7 @@ def read_prediction(body: bytes) -> Prediction:
 def is_reportable(job: Job) -> bool:
     """The status rule of ``record_prediction``'s conditional write, for explaining a refusal."""
     return job.status in REPORTABLE_FROM and (
-        job.status is not JobStatus.FAILED or job.failure_kind is REPORTABLE_FAILURE
+        job.status is not JobStatus.FAILED or job.failure_kind in REPORTABLE_FAILURES
     )
 
 
@@ -124,7 +125,7 @@ def record_prediction(
             prediction.id,
             prediction.model,
             REPORTABLE_FROM,
-            only_if_failure=REPORTABLE_FAILURE,
+            only_if_failure=REPORTABLE_FAILURES,
             proof=proof,
         )
     except ReportNotRecorded as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -288,12 +288,12 @@ class JobRepository:
         to: JobStatus,
         from_statuses: Iterable[JobStatus],
         *,
-        only_if_failure: FailureKind | None = None,
+        only_if_failure: Collection[FailureKind] | None = None,
         **changes: Any,
     ) -> Job:
         """Move a job to ``to`` only if it is still in one of ``from_statuses``.
 
-        ``only_if_failure`` narrows a move out of FAILED to failures of that kind.
+        ``only_if_failure`` narrows a move out of FAILED to failures of those kinds.
         """
         update, condition, names, values = self._update_parts(to, from_statuses, changes)
         condition = self._narrow_failure(condition, values, only_if_failure)
@@ -320,7 +320,7 @@ class JobRepository:
         model: str,
         from_statuses: Iterable[JobStatus],
         *,
-        only_if_failure: FailureKind | None = None,
+        only_if_failure: Collection[FailureKind] | None = None,
         proof: DeliveryProof | None = None,
     ) -> None:
         """Record that the job's task finished (status REPORTED) in one conditional write, with no read first.
@@ -383,7 +383,8 @@ class JobRepository:
             self._transact(items)
         except ClientError as exc:
             codes = [*_cancellation_codes(exc), "None", "None", "None"]
-            if "ConditionalCheckFailed" not in codes:
+            if "ConditionalCheckFailed" not in codes or "TransactionConflict" in codes:
+                # A conflict is no verdict on the report: let the sender try again.
                 raise
             if codes[:2] == ["None", "None"]:
                 # Only the hold refused: another job holds the task. The report is recorded without it,
@@ -399,7 +400,7 @@ class JobRepository:
             self._transact(items)
         except ClientError as exc:
             codes = [*_cancellation_codes(exc), "None", "None"]
-            if "ConditionalCheckFailed" not in codes:
+            if "ConditionalCheckFailed" not in codes or "TransactionConflict" in codes:
                 raise
             job_refused = codes[0] == "ConditionalCheckFailed"
             current = self._job_or_none(_cancellation_item(exc, 0)) if job_refused else None
@@ -626,13 +627,16 @@ class JobRepository:
         return Job.model_validate(_plain(item)) if item else None
 
     @staticmethod
-    def _narrow_failure(condition: str, values: dict[str, Any], only_if_failure: FailureKind | None) -> str:
-        """A move out of FAILED only for failures of one kind."""
-        if only_if_failure is None:
+    def _narrow_failure(condition: str, values: dict[str, Any], only_if_failure: Collection[FailureKind] | None) -> str:
+        """A move out of FAILED only for failures of these kinds."""
+        if not only_if_failure:
             return condition
         values[":failed"] = {"S": JobStatus.FAILED.value}
-        values[":fk"] = {"S": only_if_failure.value}
-        return f"({condition} AND (#status <> :failed OR failure_kind = :fk))"
+        kinds = sorted(kind.value for kind in only_if_failure)
+        for index, kind in enumerate(kinds):
+            values[f":fk{index}"] = {"S": kind}
+        listed = ", ".join(f":fk{index}" for index in range(len(kinds)))
+        return f"({condition} AND (#status <> :failed OR failure_kind IN ({listed})))"
 
     @staticmethod
     def _update_parts(
