@@ -127,3 +127,19 @@ def test_the_ledger_holds_one_line_per_job_and_totals_that_add_up(stack: LocalSt
         TableName=stack.ledger_table, Key={"pk": {"S": f"MONTH#{a.month}"}, "sk": {"S": TOTAL_ALL}}
     )["Item"]
     assert int(stored["committed_micros"]["N"]) == overall.charged_micros + overall.reserved_micros
+
+
+def test_the_row_keeps_when_each_stage_was_first_reached_in_order(stack: LocalStack) -> None:
+    drop_folder(stack.s3, stack.bucket, "timed", 1.0)
+    job = stack.wait_for("timed", timeout=60)
+    assert job.status is JobStatus.DELIVERED
+    assert job.submitted_at is not None and job.reported_at is not None and job.delivered_at is not None
+    assert job.created_at <= job.submitted_at <= job.reported_at <= job.delivered_at
+    assert job.failed_at is None
+
+    stack.standin.faults.fail_next = 1
+    drop_folder(stack.s3, stack.bucket, "timed-failure", 1.0)
+    failed = stack.wait_for("timed-failure", timeout=60)
+    assert failed.status is JobStatus.FAILED and failed.delivered_at is None
+    assert failed.submitted_at is not None and failed.failed_at is not None
+    assert failed.submitted_at <= failed.failed_at

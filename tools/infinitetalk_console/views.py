@@ -220,8 +220,8 @@ def timeline(
 ) -> list[Step]:
     """Received, submitted, reported, then delivered or failed, each with the best time the stack keeps.
 
-    The job row keeps when it was made and when it last changed; finished jobs add the times in
-    ``result.json`` (WaveSpeed's own) and the ledger line. A stage whose time is not kept says so.
+    The job row keeps when it was made and when it first reached each later stage; rows written before
+    it kept them fall back on ``result.json`` (WaveSpeed's own times). A stage whose time is not kept says so.
     """
     status = job.status
     timings = (result or {}).get("timings") or {}
@@ -245,8 +245,16 @@ def timeline(
         reported_at = submitted_at + timedelta(milliseconds=int(timings["inference_ms"]))
     known: dict[JobStatus, tuple[datetime | None, str]] = {
         JobStatus.RECEIVED: (job.created_at, ""),
-        JobStatus.SUBMITTED: (submitted_at, "task created, by WaveSpeed's clock") if submitted_at else (None, ""),
-        JobStatus.REPORTED: (reported_at, "generation finished, by WaveSpeed's timings") if reported_at else (None, ""),
+        JobStatus.SUBMITTED: (job.submitted_at, "")
+        if job.submitted_at
+        else (submitted_at, "task created, by WaveSpeed's clock")
+        if submitted_at
+        else (None, ""),
+        JobStatus.REPORTED: (job.reported_at, "")
+        if job.reported_at
+        else (reported_at, "generation finished, by WaveSpeed's timings")
+        if reported_at
+        else (None, ""),
     }
     steps: list[Step] = []
     for index, stage in enumerate(order):

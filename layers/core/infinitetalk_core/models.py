@@ -222,6 +222,11 @@ class Job(BaseModel):
     # Since when the result endpoint has failed for this submitted job (cleared by a readable answer).
     result_unreadable_since: Timestamp | None = None
     event_published: bool = False
+    # When the job first reached these statuses (the row keeps them as it moves; see TIMED_STATUSES).
+    submitted_at: Timestamp | None = None
+    reported_at: Timestamp | None = None
+    delivered_at: Timestamp | None = None
+    failed_at: Timestamp | None = None
     # Made with the row and carried only in the webhook URL given to WaveSpeed for this job: a signed
     # delivery moves this job only when it came to that URL. Never logged, published or written to a file.
     webhook_token: str = Field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)

@@ -31,6 +31,8 @@ STATUS_INDEX = "StatusIndex"
 NAME_INDEX = "NameIndex"
 WEBHOOK_TTL_SECONDS = 7 * 24 * 3600
 TOTAL_ALL = "TOTAL#ALL"
+# Statuses whose first arrival the job row keeps (``<status>_at``) for its timeline.
+TIMED_STATUSES = frozenset({JobStatus.SUBMITTED, JobStatus.REPORTED, JobStatus.DELIVERED, JobStatus.FAILED})
 # The ledger's item per WaveSpeed task: which job holds the task, and its one charge.
 TASK_CHARGE = "CHARGE"
 # Stored beside the job's webhook token; conditions compare this, never the token itself.
@@ -642,11 +644,17 @@ class JobRepository:
     def _update_parts(
         to: JobStatus, from_statuses: Iterable[JobStatus], changes: Mapping[str, Any]
     ) -> tuple[str, str, dict[str, str], dict[str, Any]]:
-        fields: dict[str, Any] = {"status": to.value, "status_since": iso(utc_now()), **changes}
+        now = iso(utc_now())
+        fields: dict[str, Any] = {"status": to.value, "status_since": now, **changes}
         sets: list[str] = []
         removes: list[str] = []
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
+        if to in TIMED_STATUSES:
+            # When the job first reached this status, for its timeline; a later move into it keeps the first.
+            names["#reached"] = f"{to.value}_at"
+            values[":reached"] = {"S": now}
+            sets.append("#reached = if_not_exists(#reached, :reached)")
         for index, (name, value) in enumerate(fields.items()):
             names[f"#f{index}"] = name
             if value is None:
