@@ -263,6 +263,14 @@ def mark_uncertain(job: Job, pipeline: Pipeline, reason: str) -> None:
     logger.warning("submit outcome unknown; waiting for a webhook", extra={"job_id": job.job_id, "reason": reason})
 
 
+# S3's answers that an input is no longer the one that was checked: retrying cannot bring it back.
+GONE_CODES = frozenset({"404", "NoSuchKey", "412", "PreconditionFailed"})
+
+
+class InputsChanged(Exception):
+    """An input vanished or changed between its check and its hand-over: nothing was sent."""
+
+
 def input_urls(job: Job, pipeline: Pipeline) -> dict[Role, str]:
     """URLs WaveSpeed can read: presigned GETs that outlive the queue, or its own media storage.
 
@@ -281,7 +289,13 @@ def input_urls(job: Job, pipeline: Pipeline) -> dict[Role, str]:
             with pipeline.bucket.open_stream(key) as stream:
                 filename = key.rsplit("/", 1)[-1]
                 urls[role] = pipeline.wavespeed.upload_media(filename, stream, "application/octet-stream")
-    except (BotoCoreError, ClientError) as exc:
+    except FileNotFoundError as exc:
+        raise InputsChanged(f"{exc} any more: it was deleted after it was checked; upload it again") from exc
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in GONE_CODES:
+            raise InputsChanged(f"an input was deleted or replaced after it was checked ({exc}); upload again") from exc
+        raise NoTaskCreated(f"inputs could not be read from the bucket: {exc}") from exc
+    except BotoCoreError as exc:
         raise NoTaskCreated(f"inputs could not be read from the bucket: {exc}") from exc
     return urls
 
@@ -331,6 +345,9 @@ def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None =
             pipeline.sleep(wait)
         except SubmitRefused as exc:
             pipeline.fail_before_task(job, FailureKind.REFUSED_BY_API, str(exc), [JobStatus.SUBMITTING])
+            return
+        except InputsChanged as exc:
+            pipeline.fail_before_task(job, FailureKind.INVALID_INPUT, str(exc), [JobStatus.SUBMITTING])
             return
         except SubmitOutcomeUnknown as exc:
             mark_uncertain(job, pipeline, str(exc))
