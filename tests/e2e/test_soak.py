@@ -24,6 +24,7 @@ def test_three_dozen_jobs_with_every_fault_on_at_once_all_end_once_and_are_charg
         jobs=JOBS,
         drops_per_second=3.0,
         settle_timeout_seconds=150,
+        poll_seconds=2,
         environment={"SUBMIT_GRACE_SECONDS": "3", "WEBHOOK_OVERDUE_SECONDS": "6", "HTTP_TIMEOUT_SECONDS": "5"},
         function_timeouts={"submit": 15.0},
         crash_next=dict.fromkeys(CRASH_POINTS, 1),

@@ -81,8 +81,10 @@ class SoakPlan:
     jobs: int = 1000
     drops_per_second: float = 0.8
     seed: int = 7
-    # How long to wait, after the last drop, for every job to settle.
+    # How long to wait, after the last drop, for every job to settle, looking every ``poll_seconds``
+    # (each look scans the jobs table, which costs the stack it watches).
     settle_timeout_seconds: float = 900.0
+    poll_seconds: float = 10.0
     # Stack settings for this run (the local stack's own defaults otherwise).
     environment: dict[str, str] = field(default_factory=dict)
     parameters: dict[str, str] = field(default_factory=dict)
@@ -315,7 +317,7 @@ def soak_on(stack: LocalStack, plan: SoakPlan, local_faults: LocalFaults) -> Soa
                     f"{time.monotonic() - started:6.0f} s  settled {done}/{len(names)}  waiting: "
                     f"{dict(statuses)}  rss {rss_bytes() / 2**20:.0f} MiB"
                 )
-            time.sleep(2)
+            time.sleep(plan.poll_seconds)
         settled_at = time.monotonic()
         stack.standin.wait_idle(60)
     return verify(stack, plan, dropped, inputs_before, local_faults, started, settled_at, samples)
