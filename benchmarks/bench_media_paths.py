@@ -41,7 +41,8 @@ from infinitetalk_core.models import MediaKind
 from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
 from infinitetalk_core.pipeline import Pipeline
 from infinitetalk_core.storage import MediaBucket, StoredObject
-from infinitetalk_core.wavespeed import Prediction, WaveSpeedClient
+from infinitetalk_core.wavespeed import Prediction
+from infinitetalk_core.wavespeed_client import WaveSpeedClient
 from local_stack.samples import voice_wav
 
 MIB = 1024 * 1024

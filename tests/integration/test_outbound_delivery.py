@@ -21,7 +21,8 @@ from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
 from infinitetalk_core.pipeline import build_pipeline
 from infinitetalk_core.settings import get_settings
 from infinitetalk_core.submission import submit
-from infinitetalk_core.wavespeed import NotATaskId, WaveSpeedClient
+from infinitetalk_core.wavespeed import NotATaskId
+from infinitetalk_core.wavespeed_client import WaveSpeedClient
 from local_stack import LocalStack
 from local_stack.calls import CallRecorder
 from local_stack.samples import portrait_png, voice_wav

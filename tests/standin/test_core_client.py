@@ -13,7 +13,8 @@ import pytest
 
 from infinitetalk_core.models import ModelName
 from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
-from infinitetalk_core.wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, WaveSpeedClient
+from infinitetalk_core.wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused
+from infinitetalk_core.wavespeed_client import WaveSpeedClient
 from infinitetalk_core.webhooks import WebhookRejected, verify_webhook
 from tests.standin.conftest import API_KEY, FileServer, Receiver, portrait_png, tone_wav
 from wavespeed_standin import WaveSpeedStandin

@@ -10,7 +10,8 @@ import pytest
 
 from infinitetalk_core.models import ModelName
 from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
-from infinitetalk_core.wavespeed import HistoryRefused, TemporarilyUnavailable, WaveSpeedClient
+from infinitetalk_core.wavespeed import HistoryRefused, TemporarilyUnavailable
+from infinitetalk_core.wavespeed_client import WaveSpeedClient
 from tests.standin.conftest import API_KEY, wait_final
 from wavespeed_standin import WaveSpeedStandin
 

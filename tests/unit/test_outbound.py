@@ -26,7 +26,6 @@ from infinitetalk_core import clients
 from infinitetalk_core.delivery import store_outputs
 from infinitetalk_core.models import ModelName
 from infinitetalk_core.outbound import (
-    DEFAULT_OUTPUT_HOSTS,
     MAX_REDIRECTS,
     CheckedNetworkBackend,
     OutputDownloader,
@@ -35,6 +34,7 @@ from infinitetalk_core.outbound import (
     OutputTooLarge,
     address_kind,
 )
+from infinitetalk_core.output_hosts import DEFAULT_OUTPUT_HOSTS
 from infinitetalk_core.pipeline import Pipeline, build_pipeline
 from infinitetalk_core.settings import Settings
 from infinitetalk_core.wavespeed import (
@@ -43,8 +43,8 @@ from infinitetalk_core.wavespeed import (
     SubmitOutcomeUnknown,
     TaskUnavailable,
     TemporarilyUnavailable,
-    WaveSpeedClient,
 )
+from infinitetalk_core.wavespeed_client import WaveSpeedClient
 from tests.unit.test_settings import REQUIRED
 
 BASE = "https://api.wavespeed.test/api/v3"

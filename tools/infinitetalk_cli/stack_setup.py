@@ -26,7 +26,8 @@ from infinitetalk_core.credentials import (
 )
 from infinitetalk_core.outbound import OutputDownloader, OutputPolicy
 from infinitetalk_core.settings import DEFAULT_WAVESPEED_URL
-from infinitetalk_core.wavespeed import WaveSpeedClient, WaveSpeedError
+from infinitetalk_core.wavespeed import WaveSpeedError
+from infinitetalk_core.wavespeed_client import WaveSpeedClient
 
 from .connection import (
     CLIENT_CONFIG,

@@ -55,6 +55,8 @@ LOCAL_PARAMETERS = {
     "FolderSettleSeconds": "3",
     "WebhookOverdueSeconds": "20",
     "SubmitGraceSeconds": "60",
+    # Paced, as deployed, but fast enough that a burst of test drops is not held up.
+    "SubmitRatePerSecond": "20",
 }
 # Settings the template leaves at their defaults, shortened locally so retries take moments.
 # (SUBMIT_STALL_SECONDS follows the local submit timeout, see ``LocalStack.submit_stall_seconds``.)

@@ -57,6 +57,37 @@ class BadRequest(Exception):
         self.headers = headers or {}
 
 
+class AccountRateLimit:
+    """The account's limit on submissions: a token bucket of ``per_second`` a second, ``per_second`` deep.
+
+    A submission over it is answered 429 with the seconds until a token is free; 0 means no limit.
+    Every submission that got through is timed, for measuring the pace a client keeps.
+    """
+
+    def __init__(self, per_second: float = 0.0) -> None:
+        self.per_second = per_second
+        self.refused = 0
+        self.passed_at: list[float] = []
+        self._tokens = max(1.0, per_second)
+        self._updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float | None:
+        """None when the submission may pass, else the seconds to wait."""
+        with self._lock:
+            now = time.monotonic()
+            if self.per_second > 0:
+                depth = max(1.0, self.per_second)
+                self._tokens = min(depth, self._tokens + (now - self._updated) * self.per_second)
+                self._updated = now
+                if self._tokens < 1.0:
+                    self.refused += 1
+                    return (1.0 - self._tokens) / self.per_second
+                self._tokens -= 1.0
+            self.passed_at.append(now)
+            return None
+
+
 class WaveSpeedStandin:
     """A local, fault-injectable WaveSpeed for integration tests and the demo stack."""
 
@@ -71,6 +102,7 @@ class WaveSpeedStandin:
         host: str = "127.0.0.1",
         port: int = 0,
         log: Callable[[str], None] | None = None,
+        rate_limit_per_second: float = 0.0,
     ) -> None:
         if host.lower() not in LOOPBACK_HOSTS:
             raise ValueError(f"the stand-in listens on loopback only, not {host!r}")
@@ -78,6 +110,7 @@ class WaveSpeedStandin:
         self.webhook_secret = webhook_secret
         self.host = host
         self.faults = Faults()
+        self.rate_limit = AccountRateLimit(rate_limit_per_second)
         self._requested_port = port
         self._log = log or (lambda _line: None)
         self._settings = RunnerSettings(
@@ -197,6 +230,10 @@ class WaveSpeedStandin:
         if self.faults.draw("submit_429"):
             self._log(f"submit to {model} answered 429 (fault)")
             raise BadRequest(429, "Too many requests", {"Retry-After": _seconds(self.faults.retry_after_seconds)})
+        wait = self.rate_limit.take()
+        if wait is not None:
+            self._log(f"submit to {model} answered 429 (over the account's {self.rate_limit.per_second:g} per second)")
+            raise BadRequest(429, "Too many requests", {"Retry-After": _seconds(wait)})
         if self.faults.draw("submit_500"):
             self._log(f"submit to {model} answered 500 before creating a task (fault)")
             raise BadRequest(500, "Internal server error")

@@ -7,8 +7,10 @@ delivery id, with no read before it. A refused delivery changes nothing and does
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,6 +51,9 @@ class WebhookOutcome(StrEnum):
     OTHER_MODEL = "other_model"
 
 
+WEBHOOK_ROUTE = ("POST", "/webhooks/wavespeed")  # the template's one route on the HTTP API
+JSON_HEADERS = {"content-type": "application/json"}
+
 REFUSED = frozenset(
     {WebhookOutcome.UNKNOWN_JOB, WebhookOutcome.WRONG_TOKEN, WebhookOutcome.OTHER_TASK, WebhookOutcome.OTHER_MODEL}
 )
@@ -63,6 +68,58 @@ class WebhookRequest(BaseModel):
     body: str | None = None
     is_base64_encoded: bool = False
     raw_query: str = ""
+
+
+class HttpRoute(BaseModel):
+    method: str
+    path: str
+
+
+class HttpRequestContext(BaseModel):
+    http: HttpRoute
+
+
+class HttpApiEvent(BaseModel):
+    """An API Gateway HTTP API (payload format 2.0) event: the parts the webhook route reads.
+
+    Read here rather than through an HTTP router: one route needs none, and the callback's cold start
+    stays that of its few AWS clients.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    raw_path: str = Field(alias="rawPath")
+    raw_query_string: str = Field(default="", alias="rawQueryString")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    is_base64_encoded: bool = Field(default=False, alias="isBase64Encoded")
+    request_context: HttpRequestContext = Field(alias="requestContext")
+
+
+def http_answer(status_code: int, payload: Mapping[str, str]) -> dict[str, Any]:
+    """A proxy integration response with a JSON body."""
+    return {"statusCode": status_code, "headers": JSON_HEADERS, "body": json.dumps(payload), "isBase64Encoded": False}
+
+
+def answer_http_event(event: Mapping[str, Any], pipeline: Pipeline) -> dict[str, Any]:
+    """The HTTP answer to one request: 200 with the outcome, or the refusal's status (4xx, 503 while unset)."""
+    http = HttpApiEvent.model_validate(event)
+    if (http.request_context.http.method, http.raw_path) != WEBHOOK_ROUTE:
+        return http_answer(404, {"message": "Not Found"})
+    request = WebhookRequest(
+        headers=http.headers,
+        body=http.body,
+        is_base64_encoded=http.is_base64_encoded,
+        raw_query=http.raw_query_string,
+    )
+    try:
+        outcome = accept_webhook(request, pipeline)
+    except WebhookRefusal as exc:
+        if exc.status_code < 500:
+            metrics.add_metric(name="WebhooksRejected", unit="Count", value=1)
+            logger.warning("webhook refused", extra={"status": exc.status_code, "reason": str(exc)[:500]})
+        return http_answer(exc.status_code, {"error": exc.answer})
+    return http_answer(200, {"outcome": outcome.value})
 
 
 def accept_webhook(request: WebhookRequest, pipeline: Pipeline) -> WebhookOutcome:

@@ -9,7 +9,6 @@ and never past a byte cap. Nothing here sends the API key: output hosts are not 
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -19,17 +18,18 @@ from typing import Any
 import httpcore
 import httpx
 
-DEFAULT_OUTPUT_HOSTS = "cdn.wavespeed.ai,*.cloudfront.net"
-DEFAULT_OUTPUT_MAX_BYTES = 2 * 1024**3
+from .output_hosts import (
+    DEFAULT_OUTPUT_MAX_BYTES,
+    AllowedHost,
+    IPAddress,
+    parse_output_hosts,
+)
+
 MAX_REDIRECTS = 3
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-DEFAULT_PORTS = {"http": 80, "https": 443}
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 # NAT64 gateways translate this prefix to the IPv4 address in its last 32 bits.
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
 
@@ -52,68 +52,6 @@ def readable_url(url: str | httpx.URL) -> str:
     except (httpx.InvalidURL, TypeError, ValueError):
         return repr(str(url)[:120])
     return text if len(text) <= 200 else text[:197] + "..."
-
-
-@dataclass(frozen=True)
-class AllowedHost:
-    """One allow-list entry: a host name (``*.`` for any subdomain) on https, or one exact origin."""
-
-    scheme: str
-    host: str
-    wildcard: bool = False
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, entry: str) -> AllowedHost:
-        text = entry.strip().lower()
-        if "://" in text:
-            return cls._parse_origin(entry, text)
-        wildcard = text.startswith("*.")
-        name = text.removeprefix("*.")
-        if not HOST_NAME.fullmatch(name):
-            raise ValueError(
-                f"output host {entry!r} is not a host name; write cdn.example.com, *.example.com "
-                "or an origin such as https://host:port"
-            )
-        if wildcard and "." not in name:
-            raise ValueError(f"output host {entry!r} is too broad: a wildcard needs at least a domain and its suffix")
-        return cls(scheme="https", host=name, wildcard=wildcard)
-
-    @classmethod
-    def _parse_origin(cls, entry: str, text: str) -> AllowedHost:
-        try:
-            url = httpx.URL(text)
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ValueError(f"output host {entry!r} is not a URL: {exc}") from exc
-        if url.scheme not in DEFAULT_PORTS or not url.host or url.userinfo:
-            raise ValueError(f"output host {entry!r} must be http(s)://host[:port] with no user name")
-        if url.path not in ("", "/") or url.query or url.fragment:
-            raise ValueError(f"output host {entry!r} must be an origin only, without a path or query")
-        if "*" in url.host:
-            raise ValueError(f"output host {entry!r}: wildcards are written without a scheme (*.example.com)")
-        return cls(scheme=url.scheme, host=url.host.rstrip("."), port=url.port)
-
-    def matches(self, scheme: str, host: str, port: int | None) -> bool:
-        if scheme != self.scheme or port != self.port:
-            return False
-        if self.wildcard:
-            return host.endswith("." + self.host)
-        return host == self.host
-
-    @property
-    def literal_address(self) -> IPAddress | None:
-        """The address this entry names, when it is an IP literal rather than a name."""
-        try:
-            return ipaddress.ip_address(self.host)
-        except ValueError:
-            return None
-
-    def __str__(self) -> str:
-        host = f"*.{self.host}" if self.wildcard else self.host
-        if self.scheme == "https" and self.port is None:
-            return host
-        shown = f"[{host}]" if ":" in host else host
-        return f"{self.scheme}://{shown}" + (f":{self.port}" if self.port is not None else "")
 
 
 def _unwrapped(address: IPAddress) -> IPAddress:
@@ -154,9 +92,7 @@ class OutputPolicy:
     @classmethod
     def parse(cls, text: str, max_bytes: int = DEFAULT_OUTPUT_MAX_BYTES) -> OutputPolicy:
         """``text`` is comma-separated entries, as the ``OutputHosts`` parameter holds them."""
-        hosts = tuple(AllowedHost.parse(entry) for entry in text.split(",") if entry.strip())
-        if not hosts:
-            raise ValueError("no output host is allowed, so no video could ever be downloaded")
+        hosts = parse_output_hosts(text)
         if max_bytes < 1:
             raise ValueError("the output byte cap must be at least 1 byte")
         return cls(hosts=hosts, max_bytes=max_bytes)

@@ -10,7 +10,6 @@ from datetime import datetime
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import httpx
 from pydantic import BaseModel
 
 from . import clients
@@ -18,16 +17,16 @@ from .credentials import require_api_key
 from .events import EventPublisher
 from .models import FailureKind, Job, JobStatus, iso, utc_now
 from .observability import logger
-from .outbound import OutputDownloader
 from .repository import JobRepository, StaleTransition
 from .settings import Settings, get_settings
 from .storage import MediaBucket, outputs_prefix
-from .wavespeed import WaveSpeedClient
 from .webhooks import webhook_query
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_sqs import SQSClient
+
+    from .wavespeed_client import WaveSpeedClient
 
 ERROR_FILE = "error.json"
 RESULT_FILE = "result.json"
@@ -275,6 +274,12 @@ class PipelineOnFirstUse(Pipeline):
 
     @cached_property
     def wavespeed(self) -> WaveSpeedClient:  # type: ignore[override]
+        # httpx is imported here, not at the cold start: the callback never talks to WaveSpeed.
+        import httpx
+
+        from .outbound import OutputDownloader
+        from .wavespeed_client import WaveSpeedClient
+
         timeout = httpx.Timeout(self.settings.http_timeout_seconds, connect=5.0)
         # The API client never follows a redirect, so the key goes to the base URL only; no proxy from the environment.
         http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)

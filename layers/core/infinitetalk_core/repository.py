@@ -606,6 +606,34 @@ class JobRepository:
                 raise TaskAlreadyCharged(entry.task_id, str(holder) if holder else None) from exc
             raise StaleTransition(f"{job.job_id} was settled already") from exc
 
+    def take_rate_slot(self, name: str, current: int) -> int:
+        """The next free slot of a shared rate, ``current`` or later; each slot is handed out once.
+
+        One conditional write when no slot ahead is taken, else a second that takes the next in line.
+        The counter only moves forward, so two callers never get the same slot.
+        """
+        key = {"pk": {"S": f"RATE#{name}"}}
+        try:
+            self._client.update_item(
+                TableName=self._jobs,
+                Key=key,
+                UpdateExpression="SET next_slot = :after",
+                ConditionExpression="attribute_not_exists(next_slot) OR next_slot <= :current",
+                ExpressionAttributeValues={":after": {"N": str(current + 1)}, ":current": {"N": str(current)}},
+            )
+            return current
+        except ClientError as exc:
+            if not _is_conditional_failure(exc):
+                raise
+        answer = self._client.update_item(
+            TableName=self._jobs,
+            Key=key,
+            UpdateExpression="ADD next_slot :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_OLD",
+        )
+        return int(answer["Attributes"]["next_slot"]["N"])
+
     # ---- helpers -----------------------------------------------------------------------
     def _transact(self, items: list[TransactWriteItemTypeDef], attempts: int = 6) -> None:
         """Every money movement touches the month's total row, so concurrent ones can conflict: retry those."""

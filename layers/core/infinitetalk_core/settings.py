@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from functools import cache
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .credentials import api_key_may_go_to
-from .outbound import DEFAULT_OUTPUT_HOSTS, DEFAULT_OUTPUT_MAX_BYTES, OutputPolicy
+from .output_hosts import DEFAULT_OUTPUT_HOSTS, DEFAULT_OUTPUT_MAX_BYTES, parse_output_hosts
+
+if TYPE_CHECKING:
+    from .outbound import OutputPolicy
 
 DEFAULT_WAVESPEED_URL = "https://api.wavespeed.ai/api/v3"
 
@@ -53,6 +57,8 @@ class Settings(BaseModel):
     history_clock_skew_seconds: float = Field(default=30.0, ge=0, alias="HISTORY_CLOCK_SKEW_SECONDS")
     history_coverage_seconds: int = Field(default=7 * 24 * 3600, ge=3600, alias="HISTORY_COVERAGE_SECONDS")
     history_page_size: int = Field(default=100, ge=1, le=100, alias="HISTORY_PAGE_SIZE")
+    # Submissions per second across every submit instance (``pacing``); 0 sends them as fast as they come.
+    submit_rate_per_second: float = Field(default=0.0, ge=0, le=1000, alias="SUBMIT_RATE_PER_SECOND")
     max_resubmissions: int = Field(default=2, ge=0, le=10, alias="MAX_RESUBMISSIONS")
     # A submitted job whose result cannot be read for this long ends, its estimate kept as possibly owed.
     result_unreadable_limit_seconds: int = Field(default=86_400, ge=1, alias="RESULT_UNREADABLE_LIMIT_SECONDS")
@@ -74,7 +80,7 @@ class Settings(BaseModel):
     @field_validator("output_hosts")
     @classmethod
     def _output_hosts_parse(cls, value: str) -> str:
-        OutputPolicy.parse(value)
+        parse_output_hosts(value)
         return value
 
     @property
@@ -84,7 +90,9 @@ class Settings(BaseModel):
 
     @property
     def output_policy(self) -> OutputPolicy:
-        """The download policy for WaveSpeed's outputs."""
+        """The download policy for WaveSpeed's outputs (built by the fetch and submit only: it needs httpx)."""
+        from .outbound import OutputPolicy
+
         return OutputPolicy.parse(self.output_hosts, self.output_max_bytes)
 
 

@@ -30,6 +30,7 @@ from .intake import (
 )
 from .models import FailureKind, Job, JobStatus, Role, micros_to_usd, usd_text
 from .observability import logger, metrics
+from .pacing import wait_for_submit_slot
 from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob, S3Notification
 from .repository import BudgetExceeded, DuplicateJob, StaleTransition, TaskHeldByAnotherJob
 from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
@@ -329,6 +330,7 @@ def submit(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None =
             if api_key_missing(pipeline):  # replaced by a placeholder while this job was backing off
                 raise CredentialNotSet(API_KEY_WAIT)
             body = spec.request_body(input_urls(job, pipeline))
+            wait_for_submit_slot(pipeline, time_left)
             prediction = pipeline.wavespeed.submit(spec.model, body, pipeline.webhook_url_for(job))
             break
         except CredentialNotSet:
