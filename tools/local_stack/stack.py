@@ -51,6 +51,8 @@ REGION = "us-east-1"
 STATE_DIR = Path(".local-stack")
 CONNECTION_FILE = STATE_DIR / "stack.json"
 # Template parameters sized for minutes-long local runs instead of hours-long real ones.
+# How long ``wait_for`` waits, once a job is final, for its event (and so its files) to be out.
+ANNOUNCE_GRACE_SECONDS = 10.0
 LOCAL_PARAMETERS = {
     "FolderSettleSeconds": "3",
     "WebhookOverdueSeconds": "20",
@@ -506,11 +508,21 @@ class LocalStack:
         wanted = {JobStatus(s) for s in statuses} if statuses is not None else set(TERMINAL_STATUSES)
         deadline = time.monotonic() + timeout
         job = None
+        reached: float | None = None
         while time.monotonic() < deadline:
             job = self.newest_job(name)
             if job is not None and job.status in wanted:
-                return job
+                # A final job is done once its event is out: its error file or outputs are written first.
+                # A run that crashed before announcing is given a few seconds, then returned as it is.
+                reached = reached or time.monotonic()
+                settled = job.status not in TERMINAL_STATUSES or job.event_published
+                if settled or time.monotonic() - reached > ANNOUNCE_GRACE_SECONDS:
+                    return job
+            else:
+                reached = None
             time.sleep(0.2)
+        if job is not None and job.status in wanted:
+            return job
         seen = job.status.value if job else "no job"
         raise TimeoutError(f"{name}: not {'/'.join(sorted(s.value for s in wanted))} after {timeout:.0f} s ({seen})")
 
