@@ -1,5 +1,5 @@
 """Submissions keep to ``SubmitRatePerSecond`` across every submit instance, against a stand-in that
-answers 429 above its account limit; and without pacing, the 429s it gets lose no job."""
+answers 429 above its account limit (without pacing: ``test_submit_unpaced``)."""
 
 from __future__ import annotations
 
@@ -88,16 +88,3 @@ def test_slots_are_handed_out_once_each_however_many_take_them_at_once(paced: Lo
     # Later, with the queue behind the clock, the first taker gets the slot of now again.
     assert jobs.take_rate_slot("test", start + 1_000) == start + 1_000
     assert jobs.take_rate_slot("test", start + 1_000) == start + 1_001
-
-
-def test_unpaced_drops_meet_429s_and_every_job_is_still_submitted_once() -> None:
-    with start_stack(
-        parameters={"SubmitRatePerSecond": "0", "SubmitConcurrency": str(CONCURRENCY)},
-        rate_limit_per_second=2.0,
-        min_processing_seconds=3600,
-    ) as stack:
-        drop_manifests(stack, "unpaced", DROPS)
-        wait_until(lambda: stack.standin.submit_count >= DROPS, timeout=180)
-        wait_until(lambda: statuses(stack, "unpaced") == Counter({"submitted": DROPS}), timeout=30)
-        assert stack.standin.rate_limit.refused > 0
-        assert stack.standin.submit_count == DROPS  # one task per job: a 429 created none
