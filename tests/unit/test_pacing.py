@@ -44,20 +44,20 @@ def pipeline(rate: float, slots: Slots, slept: list[float], now: float = NOW) ->
 
 
 def test_no_rate_takes_no_slot_and_never_waits() -> None:
-    slots, slept = Slots(), []
+    slots, slept = Slots(), list[float]()
     assert wait_for_submit_slot(pipeline(0, slots, slept)) == 0.0
     assert slots.asked == [] and slept == []
 
 
 def test_the_slot_of_now_is_taken_without_waiting() -> None:
-    slots, slept = Slots(), []
+    slots, slept = Slots(), list[float]()
     assert wait_for_submit_slot(pipeline(4, slots, slept)) == 0.0
     assert slots.asked == [(SUBMIT_RATE, int(NOW * 4))]
     assert slept == []
 
 
 def test_a_slot_ahead_is_waited_for_until_it_begins() -> None:
-    slots, slept = Slots(queued=3), []
+    slots, slept = Slots(queued=3), list[float]()
     waited = wait_for_submit_slot(pipeline(2, slots, slept))
     slot = int(NOW * 2) + 3
     assert waited == pytest.approx(slot / 2 - NOW)
@@ -65,7 +65,7 @@ def test_a_slot_ahead_is_waited_for_until_it_begins() -> None:
 
 
 def test_a_slot_too_far_off_goes_back_to_the_queue_with_its_wait() -> None:
-    slots, slept = Slots(queued=int(MAX_SLOT_WAIT_SECONDS * 2) + 10), []
+    slots, slept = Slots(queued=int(MAX_SLOT_WAIT_SECONDS * 2) + 10), list[float]()
     with pytest.raises(NoTaskCreated, match="SubmitRatePerSecond") as caught:
         wait_for_submit_slot(pipeline(2, slots, slept))
     assert caught.value.retry_after is not None and caught.value.retry_after > MAX_SLOT_WAIT_SECONDS
@@ -73,7 +73,7 @@ def test_a_slot_too_far_off_goes_back_to_the_queue_with_its_wait() -> None:
 
 
 def test_a_slot_past_what_the_invocation_has_left_is_given_back() -> None:
-    slots, slept = Slots(queued=10), []
+    slots, slept = Slots(queued=10), list[float]()
     with pytest.raises(NoTaskCreated):
         wait_for_submit_slot(pipeline(2, slots, slept), time_left=lambda: 3.0)
     assert slept == []

@@ -33,6 +33,7 @@ from .observability import logger, metrics
 from .pacing import wait_for_submit_slot
 from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob, S3Notification
 from .repository import BudgetExceeded, DuplicateJob, StaleTransition, TaskHeldByAnotherJob
+from .sqs_batch import ExpectedRetry
 from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
 
 # A submit answer is recorded from these: an answer that comes after the job was given up on still counts.
@@ -42,7 +43,7 @@ LATE_ANSWER_FROM = [JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.HELD]
 API_KEY_WAIT = "waiting for the WaveSpeed API key: run `infinitetalk setup --stack NAME`"
 
 
-class RetryLater(Exception):
+class RetryLater(ExpectedRetry):
     """Nothing was created and nothing lost: let the queue deliver this message again later."""
 
 
