@@ -61,9 +61,11 @@ def test_a_burst_of_drops_reaches_wavespeed_at_the_set_rate_and_never_meets_a_42
     passed = paced.standin.rate_limit.passed_at
     assert len(passed) == DROPS
     assert paced.standin.rate_limit.refused == 0
-    # A slot is 1/RATE s and each is handed out once, so no 2 s window holds more than 2 * RATE, plus the
-    # one slot a window's edge may split.
-    assert most_in_any_window(passed, 2.0) <= math.ceil(2 * RATE) + 1
+    # A slot is 1/RATE s and each is handed out once, so the burst takes as long as its slots: a POST may
+    # arrive a little late on a busy machine (so arrivals can bunch up), but never before its slot begins.
+    span = max(passed) - min(passed)
+    assert span >= (DROPS - 1) / RATE - 1.0
+    assert most_in_any_window(passed, 5.0) <= math.ceil(5 * RATE) + 4
     assert paced.functions["submit"].counts.peak_concurrency > 1  # the instances really ran side by side
 
 

@@ -422,12 +422,7 @@ class JobRepository:
         """Hold a WaveSpeed task for one job before anything is fetched for it; returns the job that holds it."""
         try:
             self._client.update_item(
-                TableName=self._ledger,
-                Key=task_key(task_id),
-                UpdateExpression="SET job_id = :job, claimed_at = if_not_exists(claimed_at, :now)",
-                ConditionExpression="attribute_not_exists(pk) OR job_id = :job",
-                ExpressionAttributeValues=_attrs({":job": job_id, ":now": iso(utc_now())}),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **self._hold_update(task_id, job_id), ReturnValuesOnConditionCheckFailure="ALL_OLD"
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
