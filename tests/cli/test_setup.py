@@ -17,7 +17,7 @@ from infinitetalk_cli.main import app
 from infinitetalk_cli.stack_setup import SetupRefused, read_api_key
 from infinitetalk_core.credentials import PLACEHOLDER_SECRET
 from infinitetalk_core.models import JobStatus
-from infinitetalk_core.submission import API_KEY_WAIT
+from infinitetalk_core.submit_states import API_KEY_WAIT
 from tests.cli.conftest import Stack
 from tests.cli.factories import make_job
 from wavespeed_standin import WaveSpeedStandin

@@ -16,7 +16,7 @@ from infinitetalk_core.credentials import PLACEHOLDER_SECRET
 from infinitetalk_core.models import JobStatus, utc_now
 from infinitetalk_core.pipeline import FolderCheck, Pipeline, ResumeJob, get_pipeline
 from infinitetalk_core.reconciliation import reconcile
-from infinitetalk_core.submission import API_KEY_WAIT
+from infinitetalk_core.submit_states import API_KEY_WAIT
 from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
 from tests.integration.conftest import start_stack, wait_until

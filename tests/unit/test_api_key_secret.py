@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.parameters import GetParameterError, Secret
 
 from infinitetalk_core.credentials import PLACEHOLDER_SECRET, CredentialNotSet, require_api_key
 from infinitetalk_core.pipeline import Pipeline, checked_secret, secret_reader
-from infinitetalk_core.submission import api_key_missing
+from infinitetalk_core.submit_states import api_key_missing
 
 REAL_KEY = "a-real-looking-wavespeed-key-0123456789"
 

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from infinitetalk_core.intake import name_problem
 from infinitetalk_core.models import JobStatus, Role, utc_now
-from infinitetalk_core.submission import is_waiting_for_api_key
+from infinitetalk_core.submit_states import is_waiting_for_api_key
 
 from .connection import DEFAULT_REGION, Clients, ConnectionOptions, NotConfigured, resolve
 from .drop import DropRefused, leftover_problems, plan_drop

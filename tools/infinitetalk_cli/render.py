@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from infinitetalk_core.models import Job, JobStatus, LedgerEntry, MonthTotal, usd_text
-from infinitetalk_core.submission import is_waiting_for_api_key
+from infinitetalk_core.submit_states import is_waiting_for_api_key
 
 ERROR_WIDTH = 60
 MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")

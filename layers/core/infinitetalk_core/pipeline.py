@@ -14,7 +14,6 @@ from pydantic import BaseModel
 
 from . import clients
 from .credentials import require_api_key
-from .events import EventPublisher
 from .models import FailureKind, Job, JobStatus, iso, utc_now
 from .observability import logger
 from .repository import JobRepository, StaleTransition
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from mypy_boto3_sqs import SQSClient
 
+    from .events import EventPublisher
     from .wavespeed_client import WaveSpeedClient
 
 ERROR_FILE = "error.json"
@@ -288,6 +288,8 @@ class PipelineOnFirstUse(Pipeline):
 
     @cached_property
     def events(self) -> EventPublisher:  # type: ignore[override]
+        from .events import EventPublisher  # its event models are built only where events are sent
+
         return EventPublisher(clients.events_client(), self.settings.event_bus_name)
 
     @cached_property

@@ -25,7 +25,7 @@ from .models import FailureKind, Job, JobStatus, ModelName, usd_text
 from .observability import logger, metrics
 from .pipeline import WHAT_TO_DO, Pipeline, ResumeJob
 from .repository import StaleTransition, TaskHeldByAnotherJob
-from .submission import api_key_missing, is_waiting_for_api_key, mark_uncertain
+from .submit_states import api_key_missing, is_waiting_for_api_key, mark_uncertain
 from .wavespeed import Prediction, TaskUnavailable, WaveSpeedError, is_task_id
 
 # Jobs whose task is unknown: a lost answer is decided only against all of them, so none may be missed.

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .billing import rule_book
@@ -34,42 +33,15 @@ from .pacing import wait_for_submit_slot
 from .pipeline import WHAT_TO_DO, FolderCheck, Pipeline, ResumeJob, S3Notification
 from .repository import BudgetExceeded, DuplicateJob, StaleTransition, TaskHeldByAnotherJob
 from .sqs_batch import ExpectedRetry
+from .submit_states import API_KEY_WAIT, api_key_missing, is_waiting_for_api_key, mark_uncertain, wait_for_api_key
 from .wavespeed import NoTaskCreated, SubmitOutcomeUnknown, SubmitRefused, backoff_delays
 
 # A submit answer is recorded from these: an answer that comes after the job was given up on still counts.
 LATE_ANSWER_FROM = [JobStatus.SUBMITTING, JobStatus.UNCERTAIN, JobStatus.HELD]
 
-# What a job waiting for its key says, in the jobs table and so in ``infinitetalk status``.
-API_KEY_WAIT = "waiting for the WaveSpeed API key: run `infinitetalk setup --stack NAME`"
-
 
 class RetryLater(ExpectedRetry):
     """Nothing was created and nothing lost: let the queue deliver this message again later."""
-
-
-def api_key_missing(pipeline: Pipeline) -> bool:
-    """True while the key's secret holds a placeholder. A failed read is no verdict: the submit retries it."""
-    try:
-        pipeline.api_key()
-    except CredentialNotSet:
-        return True
-    except GetParameterError:
-        return False
-    return False
-
-
-def is_waiting_for_api_key(job: Job) -> bool:
-    return job.status is JobStatus.RECEIVED and job.error == API_KEY_WAIT
-
-
-def wait_for_api_key(job: Job, pipeline: Pipeline, from_statuses: list[JobStatus]) -> None:
-    """Park a job until the key is set: nothing is sent and nothing fails; reconcile carries it on then."""
-    try:
-        pipeline.jobs.transition(job, JobStatus.RECEIVED, from_statuses, error=API_KEY_WAIT)
-    except StaleTransition:
-        return
-    metrics.add_metric(name="SubmitWaitingForApiKey", unit="Count", value=1)
-    logger.warning("job waits for the WaveSpeed API key", extra={"job_id": job.job_id})
 
 
 def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
@@ -254,15 +226,6 @@ def advance(job: Job, pipeline: Pipeline, time_left: Callable[[], float] | None 
         age = (pipeline.clock() - job.status_since).total_seconds()
         if age > pipeline.settings.submit_stall_seconds:
             mark_uncertain(job, pipeline, "the submitting run stopped before recording WaveSpeed's answer")
-
-
-def mark_uncertain(job: Job, pipeline: Pipeline, reason: str) -> None:
-    try:
-        pipeline.jobs.transition(job, JobStatus.UNCERTAIN, [JobStatus.SUBMITTING], error=reason)
-    except StaleTransition:
-        return
-    metrics.add_metric(name="SubmitOutcomeUnknown", unit="Count", value=1)
-    logger.warning("submit outcome unknown; waiting for a webhook", extra={"job_id": job.job_id, "reason": reason})
 
 
 # S3's answers that an input is no longer the one that was checked: retrying cannot bring it back.
