@@ -6,6 +6,7 @@ AWS event source to run this same loop: about 120 ms of each submit and fetch co
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from .observability import logger
 
 
 class ExpectedRetry(Exception):
-    """Raised by a handler that wants its message again later, by design: logged without a traceback."""
+    """Raised by a handler that wants its message again later, by design: logged as information, no traceback."""
 
 
 class SqsRecord(BaseModel):
@@ -47,10 +48,12 @@ def process_sqs_batch(event: Mapping[str, Any], handle: Callable[[SqsRecord], No
         try:
             handle(record)
         except Exception as exc:  # noqa: BLE001 - the message comes back; the next ones still run
-            logger.warning(
+            expected = isinstance(exc, ExpectedRetry)
+            logger.log(
+                logging.INFO if expected else logging.WARNING,
                 "message not done; the queue delivers it again",
                 extra={"message_id": record.message_id, "reason": f"{type(exc).__name__}: {exc}"[:500]},
-                exc_info=not isinstance(exc, ExpectedRetry),
+                exc_info=not expected,
             )
             failures.append({"itemIdentifier": record.message_id})
     return {"batchItemFailures": failures}
