@@ -6,7 +6,6 @@ AWS event source to run this same loop: about 120 ms of each submit and fetch co
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,12 +47,10 @@ def process_sqs_batch(event: Mapping[str, Any], handle: Callable[[SqsRecord], No
         try:
             handle(record)
         except Exception as exc:  # noqa: BLE001 - the message comes back; the next ones still run
-            expected = isinstance(exc, ExpectedRetry)
-            logger.log(
-                logging.INFO if expected else logging.WARNING,
-                "message not done; the queue delivers it again",
-                extra={"message_id": record.message_id, "reason": f"{type(exc).__name__}: {exc}"[:500]},
-                exc_info=not expected,
-            )
+            extra = {"message_id": record.message_id, "reason": f"{type(exc).__name__}: {exc}"[:500]}
+            if isinstance(exc, ExpectedRetry):
+                logger.info("message not done; the queue delivers it again", extra=extra)
+            else:
+                logger.warning("message not done; the queue delivers it again", extra=extra, exc_info=True)
             failures.append({"itemIdentifier": record.message_id})
     return {"batchItemFailures": failures}
