@@ -292,35 +292,13 @@ def bench_webhook(report: Report, webhooks: int) -> None:
             )
             sqs.send_message(QueueUrl=fetch_queue, MessageBody='{"job_id":"bench-baseline"}')
 
-        def bare_transaction() -> None:
-            """For reference: the same two writes as one transaction, bare, and the fetch message."""
-            marker = {"pk": {"S": f"WEBHOOK#{uuid.uuid4().hex}"}}
-            dynamodb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": table,
-                            "Key": baseline_key,
-                            "UpdateExpression": "SET #s = :s",
-                            "ExpressionAttributeNames": {"#s": "status"},
-                            "ExpressionAttributeValues": {":s": {"S": "reported"}},
-                        }
-                    },
-                    {"Put": {"TableName": table, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
-                ]
-            )
-            sqs.send_message(QueueUrl=fetch_queue, MessageBody='{"job_id":"bench-baseline"}')
-            dynamodb.delete_item(TableName=table, Key=marker)  # not timed apart: same for every sample
-
         def one_delivery(size_mib: int) -> Callable[[], object]:
             job = submitted_job(stack, size_mib)
             event = webhook_event(stack, job, f"{outputs.url}/{size_mib}")
             return lambda: invoke_callback(stack, event)
 
-        def forget(job_id: str, event: Mapping[str, Any]) -> None:
-            webhook_id = event["headers"]["webhook-id"]
+        def forget(job_id: str) -> None:
             dynamodb.delete_item(TableName=table, Key={"pk": {"S": f"JOB#{job_id}"}})
-            dynamodb.delete_item(TableName=table, Key={"pk": {"S": f"WEBHOOK#{webhook_id}"}})
 
         def timed(step: Callable[[], object]) -> float:
             started = time.perf_counter()
@@ -331,9 +309,8 @@ def bench_webhook(report: Report, webhooks: int) -> None:
             job = submitted_job(stack, 1)
             event = webhook_event(stack, job, f"{outputs.url}/1")
             invoke_callback(stack, event)
-            forget(job.job_id, event)
+            forget(job.job_id)
             baseline()
-            bare_transaction()
         # moto and the whole stack share this process; a Lambda instance holds only its function. Without
         # this, every full collection walks moto's heap (100+ ms) and lands on whichever call is running.
         gc.collect()
@@ -343,7 +320,6 @@ def bench_webhook(report: Report, webhooks: int) -> None:
         served_before = outputs.served_bytes
         project: dict[int, list[float]] = {size: [] for size in sizes}
         bare: dict[int, list[float]] = {size: [] for size in sizes}
-        transaction: dict[int, list[float]] = {size: [] for size in sizes}
         replayed: dict[int, list[float]] = {size: [] for size in sizes}
         methods = {
             client.meta.service_model.service_name: {api: py for py, api in client.meta.method_to_api_mapping.items()}
@@ -368,7 +344,6 @@ def bench_webhook(report: Report, webhooks: int) -> None:
                     steps: list[tuple[list[float], Callable[[], object]]] = [
                         (project[size_mib], partial(invoke_callback, stack, event)),
                         (bare[size_mib], baseline),
-                        (transaction[size_mib], bare_transaction),
                     ]
                     for samples, step in steps if index % 2 == 0 else reversed(steps):
                         samples.append(timed(step))
@@ -376,35 +351,29 @@ def bench_webhook(report: Report, webhooks: int) -> None:
                     # The very requests the callback made, sent again bare on the same clients, with the
                     # job put back as it was: what remains between the two is the function's own work.
                     calls = [(c.service, c.operation, c.params) for c in made if c.service in methods]
-                    forget(job.job_id, event)
+                    forget(job.job_id)
                     dynamodb.put_item(TableName=table, Item=row)
                     replayed[size_mib].append(
                         timed(partial(replay, calls, {"dynamodb": dynamodb, "sqs": sqs}, methods))
                     )
-                    forget(job.job_id, event)
+                    forget(job.job_id)
         finally:
             undo()
         served = outputs.served_bytes - served_before
         p99s: dict[int, float] = {}
         for size_mib in sizes:
-            ours, least, reference = project[size_mib], bare[size_mib], transaction[size_mib]
+            ours, least = project[size_mib], bare[size_mib]
             ratio = percentile(ours, 0.99) / percentile(least, 0.99)
             p99s[size_mib] = percentile(ours, 0.99)
             label = "1 MiB" if size_mib == 1 else "1 GiB"
             print(f"  output {label}: {timings('callback', ours)}")
             print(f"  output {label}: {timings('baseline UpdateItem + SendMessage', least)}")
-            print(f"  output {label}: {timings('reference: bare TransactWriteItems + SendMessage', reference)}")
             own = replayed[size_mib]
             print(f"  output {label}: {timings('reference: the requests the callback made, replayed bare', own)}")
             print(
                 f"  output {label}: callback / its own requests bare: p99 "
                 f"{percentile(ours, 0.99) / percentile(own, 0.99):.2f}x, median "
                 f"{statistics.median(ours) / statistics.median(own):.2f}x (the function's own work, the local runtime)"
-            )
-            print(
-                f"  output {label}: callback / bare transaction: p99 "
-                f"{percentile(ours, 0.99) / percentile(reference, 0.99):.2f}x, median "
-                f"{statistics.median(ours) / statistics.median(reference):.2f}x"
             )
             report.add(
                 Goal(

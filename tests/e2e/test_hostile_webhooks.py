@@ -30,6 +30,7 @@ from infinitetalk_core.models import FailureKind, Job, JobSpec, JobStatus, Model
 from infinitetalk_core.pipeline import get_pipeline
 from infinitetalk_core.repository import TaskAlreadyCharged
 from local_stack import LocalStack, StackOptions
+from local_stack.calls import CallRecorder
 from local_stack.samples import portrait_png, voice_wav
 from tests.integration.conftest import wait_until
 
@@ -798,7 +799,9 @@ def test_a_refused_delivery_keeps_its_id_and_the_genuine_one_moves_its_job_once(
         moved is not None and moved.status is JobStatus.REPORTED and moved.task_id == world.payloads[job.job_id]["id"]
     )
     after_accept = dump(stack)
-    assert after_accept != before and f"WEBHOOK#{headers['webhook-id']}" in after_accept
+    assert after_accept != before
+    row = stack.aws.dynamodb.get_item(TableName=stack.jobs_table, Key={"pk": {"S": f"JOB#{job.job_id}"}})["Item"]
+    assert row["webhook_ids"] == {"SS": [headers["webhook-id"]]}  # the refused delivery did not use the id up
 
     replay = httpx.post(f"{url}?{world.query(job)}", headers=headers, content=data)
     assert (replay.status_code, replay.json()) == (200, {"outcome": "replay"})
@@ -851,3 +854,38 @@ def test_a_task_charged_to_one_job_is_never_charged_to_another(world: World) -> 
     assert refused.value.owner_job_id == owner.job_id
     assert_unchanged(between, dump(stack))
     assert before != between
+
+
+def test_a_delivery_for_a_job_that_holds_its_task_is_one_write_and_its_replay_one_refused_write(world: World) -> None:
+    """The common case costs the least the webhook must do: one conditional UpdateItem and the fetch message."""
+    stack, pipeline = world.stack, get_pipeline()
+    job = crafted_job(stack, "holds-its-task")
+    pipeline.jobs.create_with_reservation(job, budget_micros=0)
+    job = pipeline.jobs.transition(job, JobStatus.SUBMITTING, [JobStatus.RECEIVED], submit_attempts=1)
+    assert job.spec is not None
+    urls = {role: pipeline.bucket.presign(key, 3600) for role, key in job.spec.inputs.items()}
+    task = pipeline.wavespeed.submit(job.spec.model, job.spec.request_body(urls), pipeline.webhook_url_for(job))
+    job = pipeline.jobs.record_task(job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING], task.id)
+    wait_until(lambda: stack.standin.tasks[task.id].is_final, timeout=30)
+    data = encode(stack.standin.tasks[task.id].webhook_payload())
+    headers = signed(data, world.secret)
+    callback = stack.functions["callback"].spec.logical_id
+
+    def callback_calls() -> list[str]:
+        with CallRecorder() as recorder:
+            answer = httpx.post(f"{stack.webhook_url}?{world.query(job)}", headers=headers, content=data)
+        calls = recorder.by_function().get(callback, [])
+        return [
+            answer.json()["outcome"],
+            *(f"{c.service}.{c.operation}" for c in calls if c.service != "secretsmanager"),
+        ]
+
+    assert callback_calls() == ["accepted", "dynamodb.UpdateItem", "sqs.SendMessage"]
+    after_accept = dump(stack)
+    assert callback_calls() == ["replay", "dynamodb.UpdateItem"]
+    assert_unchanged(after_accept, dump(stack))
+    fetch_once(stack)
+    delivered = stack.jobs.get(job.job_id)
+    assert delivered is not None and delivered.status is JobStatus.DELIVERED
+    _, entries = stack.jobs.month(delivered.month)
+    assert [e.charged_micros for e in entries if e.job_id == job.job_id] == [150_000]

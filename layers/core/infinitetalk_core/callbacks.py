@@ -1,8 +1,8 @@
 """WaveSpeed's webhook: prove it, bind it to its job, record the finished status, queue the fetch.
 
 A delivery moves a job only with a valid signature (the body) *and* the job's own token (the URL):
-one conditional transaction checks the token and the status, records the task and remembers the
-delivery id, with no read before it. A refused delivery changes nothing and does not use up its id.
+one conditional write checks the token, the status and the delivery id, records the task and
+remembers the id, with no read before it. A refused delivery changes nothing and does not use up its id.
 """
 
 from __future__ import annotations
@@ -196,8 +196,6 @@ def explain(
     refusal: ReportNotRecorded, prediction: Prediction, job_id: str, proof: DeliveryProof | None, pipeline: Pipeline
 ) -> WebhookOutcome:
     """Why the conditional write did not happen, from the row as the write saw it (no second read)."""
-    if not refusal.job_refused:
-        return WebhookOutcome.REPLAY  # the job would have moved, but this delivery was accepted before
     job = refusal.current
     extra = {"job_id": job_id, "task_id": prediction.id}
     if job is None:

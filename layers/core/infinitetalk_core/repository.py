@@ -1,4 +1,4 @@
-"""DynamoDB access: job rows, the ledger, month totals, task charges and accepted webhooks.
+"""DynamoDB access: job rows (with the webhooks each accepted), the ledger, month totals and task charges.
 
 Every state change is a conditional write from a known status, and every money movement
 happens in the same transaction as the status change that justifies it.
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 STATUS_INDEX = "StatusIndex"
 NAME_INDEX = "NameIndex"
-WEBHOOK_TTL_SECONDS = 7 * 24 * 3600
 TOTAL_ALL = "TOTAL#ALL"
 # Statuses whose first arrival the job row keeps (``<status>_at``) for its timeline.
 TIMED_STATUSES = frozenset({JobStatus.SUBMITTED, JobStatus.REPORTED, JobStatus.DELIVERED, JobStatus.FAILED})
@@ -37,6 +36,8 @@ TIMED_STATUSES = frozenset({JobStatus.SUBMITTED, JobStatus.REPORTED, JobStatus.D
 TASK_CHARGE = "CHARGE"
 # Stored beside the job's webhook token; conditions compare this, never the token itself.
 TOKEN_DIGEST_ATTRIBUTE = "webhook_token_sha256"  # noqa: S105 - an attribute name
+# The webhook delivery ids a job row accepted (a string set): a replay of one of them changes nothing.
+ACCEPTED_WEBHOOKS_ATTRIBUTE = "webhook_ids"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -83,13 +84,12 @@ class DeliveryProof:
 class ReportNotRecorded(Exception):
     """A finished task was not recorded for the job; the fields say what stood in the way, without a read.
 
-    ``job_refused``: the job row's condition failed; ``current`` is that row as it was (``None`` when
-    there is no such job). ``webhook_seen``: the delivery id was accepted before.
+    ``current``: the job row as the refused write saw it (``None`` when there is no such job).
+    ``webhook_seen``: the job accepted this delivery id before.
     """
 
-    def __init__(self, job_refused: bool, current: Job | None, webhook_seen: bool) -> None:
+    def __init__(self, current: Job | None, webhook_seen: bool) -> None:
         super().__init__("report not recorded")
-        self.job_refused = job_refused
         self.current = current
         self.webhook_seen = webhook_seen
 
@@ -328,9 +328,11 @@ class JobRepository:
         """Record that the job's task finished (status REPORTED) in one conditional write, with no read first.
 
         The condition holds the whole rule: a status the report may move, no other task, the job's
-        model and, for a webhook's ``proof``, the job's token. The delivery id is remembered in the
-        same transaction, so only an accepted delivery uses up its id, and so is the task's hold for the
-        job (the ledger's ``TASK#`` item, as ``record_task`` writes it). ``ReportNotRecorded`` otherwise.
+        model and, for a webhook's ``proof``, the job's token and a delivery id the row has not accepted
+        yet (the row keeps the ids it accepted, so only an accepted delivery uses up its id). A job that
+        already holds its task (``record_task`` wrote both) takes one UpdateItem. One whose task id never
+        reached it takes a transaction that also holds the task for it (the ledger's ``TASK#`` item), so
+        the history lookup reads every reported task from the ledger. ``ReportNotRecorded`` otherwise.
         """
         update, condition, names, values = self._update_parts(
             JobStatus.REPORTED,
@@ -338,75 +340,70 @@ class JobRepository:
             {"task_id": task_id, "failure_kind": None, "error": None, "event_published": False},
         )
         clauses = [self._narrow_failure(condition, values, only_if_failure)]
-        clauses.append("(attribute_not_exists(task_id) OR task_id = :task)")
         values[":task"] = {"S": task_id}
         if model:
             names.update({"#spec": "spec", "#model": "model"})
             clauses.append("#spec.#model = :model")
             values[":model"] = {"S": model}
         if proof is not None:
-            names["#token"] = TOKEN_DIGEST_ATTRIBUTE
+            names.update({"#token": TOKEN_DIGEST_ATTRIBUTE, "#seen": ACCEPTED_WEBHOOKS_ATTRIBUTE})
             clauses.insert(0, "#token = :token")
-            values[":token"] = {"S": token_digest(proof.token)}
+            clauses.append("NOT contains(#seen, :webhook)")
+            values.update(
+                {
+                    ":token": {"S": token_digest(proof.token)},
+                    ":webhook": {"S": proof.webhook_id},
+                    ":webhooks": {"SS": [proof.webhook_id]},
+                }
+            )
+            update += " ADD #seen :webhooks"
         job_update: dict[str, Any] = {
             "TableName": self._jobs,
             "Key": job_key(job_id),
             "UpdateExpression": update,
-            "ConditionExpression": " AND ".join(clauses),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
+        any_task = " AND ".join([*clauses, "(attribute_not_exists(task_id) OR task_id = :task)"])
         if proof is None:
-            try:
-                self._client.update_item(**job_update)
-            except ClientError as exc:
-                if _is_conditional_failure(exc):
-                    old: Any = exc.response.get("Item")
-                    raise ReportNotRecorded(True, self._job_or_none(old), False) from exc
-                raise
+            self._report(job_update, any_task, proof)
             return
-        marker = _attrs(
-            {
-                "pk": f"WEBHOOK#{proof.webhook_id}",
-                "expires_at": int(time.time()) + WEBHOOK_TTL_SECONDS,
-                "job_id": job_id,
-                "task_id": task_id,
-            }
-        )
+        try:
+            self._report(job_update, " AND ".join([*clauses, "task_id = :task"]), proof)
+            return
+        except ReportNotRecorded as refused:
+            if refused.current is None or refused.current.task_id is not None:
+                raise
         items: list[TransactWriteItemTypeDef] = [
-            {"Update": job_update},  # type: ignore[typeddict-item]
-            {"Put": {"TableName": self._jobs, "Item": marker, "ConditionExpression": "attribute_not_exists(pk)"}},
-            # The task is held for its job from the moment a webhook names it, in the same write, so
-            # the history lookup reads every reported task from the ledger, never from a lagging index.
+            {"Update": {**job_update, "ConditionExpression": any_task}},  # type: ignore[typeddict-item]
             {"Update": self._hold_update(task_id, job_id)},  # type: ignore[typeddict-item]
         ]
         try:
             self._transact(items)
         except ClientError as exc:
-            codes = [*_cancellation_codes(exc), "None", "None", "None"]
+            codes = [*_cancellation_codes(exc), "None", "None"]
             if "ConditionalCheckFailed" not in codes or "TransactionConflict" in codes:
                 # A conflict is no verdict on the report: let the sender try again.
                 raise
-            if codes[:2] == ["None", "None"]:
+            if codes[0] == "None":
                 # Only the hold refused: another job holds the task. The report is recorded without it,
                 # and the fetch, finding the other holder, releases this job without a charge.
-                self._report_without_hold(items[:2], exc)
+                self._report(job_update, any_task, proof)
                 return
-            job_refused = codes[0] == "ConditionalCheckFailed"
-            current = self._job_or_none(_cancellation_item(exc, 0)) if job_refused else None
-            raise ReportNotRecorded(job_refused, current, codes[1] == "ConditionalCheckFailed") from exc
+            raise self._report_refused(_cancellation_item(exc, 0), proof) from exc
 
-    def _report_without_hold(self, items: list[TransactWriteItemTypeDef], held_elsewhere: ClientError) -> None:
+    def _report(self, job_update: Mapping[str, Any], condition: str, proof: DeliveryProof | None) -> None:
         try:
-            self._transact(items)
+            self._client.update_item(**job_update, ConditionExpression=condition)
         except ClientError as exc:
-            codes = [*_cancellation_codes(exc), "None", "None"]
-            if "ConditionalCheckFailed" not in codes or "TransactionConflict" in codes:
-                raise
-            job_refused = codes[0] == "ConditionalCheckFailed"
-            current = self._job_or_none(_cancellation_item(exc, 0)) if job_refused else None
-            raise ReportNotRecorded(job_refused, current, codes[1] == "ConditionalCheckFailed") from held_elsewhere
+            if _is_conditional_failure(exc):
+                raise self._report_refused(exc.response.get("Item"), proof) from exc  # type: ignore[arg-type]
+            raise
+
+    def _report_refused(self, old: Mapping[str, Any] | None, proof: DeliveryProof | None) -> ReportNotRecorded:
+        seen = proof is not None and proof.webhook_id in _plain(old or {}).get(ACCEPTED_WEBHOOKS_ATTRIBUTE, set())
+        return ReportNotRecorded(self._job_or_none(old), seen)
 
     def _hold_update(self, task_id: str, job_id: str) -> dict[str, Any]:
         """The ledger's ``TASK#`` item names the job holding the task; only that job may write it again."""
