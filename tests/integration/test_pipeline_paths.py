@@ -14,7 +14,7 @@ import pytest
 from mypy_boto3_s3 import S3Client
 
 from infinitetalk_core.models import FailureKind, Job, JobStatus
-from infinitetalk_core.repository import TOTAL_ALL
+from infinitetalk_core.repository import TOTAL_ALL, StaleTransition
 from local_stack import LocalStack
 from local_stack.samples import portrait_png, voice_wav
 from tests.integration.conftest import start_stack, wait_until
@@ -143,3 +143,17 @@ def test_the_row_keeps_when_each_stage_was_first_reached_in_order(stack: LocalSt
     assert failed.status is JobStatus.FAILED and failed.delivered_at is None
     assert failed.submitted_at is not None and failed.failed_at is not None
     assert failed.submitted_at <= failed.failed_at
+
+
+def test_marking_the_event_sent_moves_neither_the_status_nor_its_time(stack: LocalStack) -> None:
+    drop_folder(stack.s3, stack.bucket, "marked", 1.0)
+    job = stack.wait_for("marked", timeout=60)
+    assert job.status is JobStatus.DELIVERED and job.event_published
+    # The row reached delivered once; the event's mark came after it and kept the status's time.
+    assert job.status_since == job.delivered_at
+
+    row_before = stack.aws.dynamodb.get_item(TableName=stack.jobs_table, Key={"pk": {"S": f"JOB#{job.job_id}"}})
+    with pytest.raises(StaleTransition):
+        stack.jobs.mark_published(job.model_copy(update={"status": JobStatus.REPORTED}))  # it has moved on
+    row_after = stack.aws.dynamodb.get_item(TableName=stack.jobs_table, Key={"pk": {"S": f"JOB#{job.job_id}"}})
+    assert row_after["Item"] == row_before["Item"]

@@ -144,7 +144,7 @@ class Pipeline:
             return
         self.events.publish(job)
         try:
-            self.jobs.transition(job, job.status, [job.status], event_published=True)
+            self.jobs.mark_published(job)
         except StaleTransition:
             logger.info("job moved on before its event was marked", extra={"job_id": job.job_id})
 

@@ -315,6 +315,27 @@ class JobRepository:
             raise
         return Job.model_validate(_plain(result["Attributes"]))
 
+    def mark_published(self, job: Job) -> None:
+        """Remember that the event of the job's current status went out.
+
+        Only the flag changes: the status and ``status_since`` (the status index's key) stay, so the
+        write touches no index key and the job keeps its place in the reconcile sweeps. Raises
+        ``StaleTransition`` when the job has moved on (its new status has an event of its own).
+        """
+        try:
+            self._client.update_item(
+                TableName=self._jobs,
+                Key=job_key(job.job_id),
+                UpdateExpression="SET event_published = :published",
+                ConditionExpression="#status = :status",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":published": {"BOOL": True}, ":status": {"S": job.status.value}},
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise StaleTransition(f"{job.job_id} is no longer {job.status.value}") from exc
+            raise
+
     def report_task(
         self,
         job_id: str,
