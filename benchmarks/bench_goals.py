@@ -560,7 +560,7 @@ class Index:
 
 
 def jobs_indexes(stack: LocalStack) -> list[Index]:
-    table = stack.template.resources["JobsTable"]["Properties"]
+    table = stack.template.resolve(stack.template.resources["JobsTable"]["Properties"])
     found = []
     for index in table.get("GlobalSecondaryIndexes", []):
         projection = index.get("Projection", {})

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from moto import mock_aws
-from samtranslator.yaml_helper import yaml_parse
 
 from infinitetalk_core.repository import JobRepository
+from local_stack.template import Template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -48,10 +48,11 @@ class Stack:
         return self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
 
 
-def table_properties(logical_id: str) -> dict[str, Any]:
-    """The table's key schema and indexes exactly as the template declares them."""
-    template = yaml_parse((ROOT / "template.yaml").read_text())
-    properties = template["Resources"][logical_id]["Properties"]
+def table_properties(logical_id: str, **parameters: str) -> dict[str, Any]:
+    """The table's key schema and indexes exactly as the template declares them, for these parameters."""
+    template = Template()
+    template.set_parameters(parameters)
+    properties = template.resolve(template.resources[logical_id]["Properties"])
     return {k: v for k, v in properties.items() if k in TABLE_PARAMETERS}
 
 

@@ -170,32 +170,65 @@ class JobRepository:
         return Job.model_validate(_plain(item)) if item else None
 
     def in_status(self, status: JobStatus, since_before: datetime, limit: int = 100) -> list[Job]:
-        """Jobs that have sat in ``status`` since before a moment, oldest first."""
-        jobs: list[Job] = []
+        """Jobs that have sat in ``status`` since before a moment, oldest first.
+
+        The index may carry keys only (``JobIndexProjection``), so the rows are read by key, strongly
+        consistent; one that has moved on since the index saw it is left out.
+        """
+        keys: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._jobs,
             "IndexName": STATUS_INDEX,
             "KeyConditionExpression": "#s = :s AND status_since < :t",
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {":s": {"S": status.value}, ":t": {"S": iso(since_before)}},
+            "ProjectionExpression": "pk",
+            "Limit": limit,
         }
-        while len(jobs) < limit:
+        while len(keys) < limit:
             page = self._client.query(**kwargs)
-            jobs.extend(Job.model_validate(_plain(i)) for i in page.get("Items", []))
+            keys.extend({"pk": item["pk"]} for item in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return jobs[:limit]
+        jobs = self._jobs_by_key(keys[:limit])
+        return [job for job in jobs if job.status is status and job.status_since < since_before]
 
     def by_name(self, job_name: str) -> list[Job]:
+        """The jobs of one drop name, newest first (one page of the index: hundreds of jobs)."""
         page = self._client.query(
             TableName=self._jobs,
             IndexName=NAME_INDEX,
             KeyConditionExpression="job_name = :n",
             ExpressionAttributeValues={":n": {"S": job_name}},
+            ProjectionExpression="pk",
             ScanIndexForward=False,
         )
-        return [Job.model_validate(_plain(i)) for i in page.get("Items", [])]
+        return self._jobs_by_key([{"pk": item["pk"]} for item in page.get("Items", [])])
+
+    def _jobs_by_key(self, keys: list[dict[str, Any]]) -> list[Job]:
+        """Whole job rows for index keys, in the keys' order; a row deleted meanwhile is left out."""
+        rows = {str(item["pk"]["S"]): item for item in self._batch_get(self._jobs, keys)}
+        return [Job.model_validate(_plain(rows[key["pk"]["S"]])) for key in keys if key["pk"]["S"] in rows]
+
+    def _batch_get(self, table: str, keys: list[dict[str, Any]], projection: str | None = None) -> list[dict[str, Any]]:
+        """Items by key, strongly consistent, 100 keys a request; keys DynamoDB left unprocessed are asked again."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), 100):
+            wanted: dict[str, Any] = {"Keys": keys[start : start + 100], "ConsistentRead": True}
+            if projection:
+                wanted["ProjectionExpression"] = projection
+            request: dict[str, Any] = {table: wanted}
+            for attempt in range(8):
+                answer = self._client.batch_get_item(RequestItems=request)
+                found.extend(answer.get("Responses", {}).get(table, []))
+                request = dict(answer.get("UnprocessedKeys") or {})
+                if not request:
+                    break
+                time.sleep(random.uniform(0.02, 0.1) * 2**attempt)
+            else:
+                raise RuntimeError(f"DynamoDB left items of {table} unread after eight tries")
+        return found
 
     def recent(self, limit: int = 50) -> list[Job]:
         """The newest jobs across all statuses, for people looking at the system (a scan: small tables only)."""
@@ -487,27 +520,11 @@ class JobRepository:
 
     def task_holders(self, task_ids: Iterable[str]) -> dict[str, str]:
         """Which job holds each of these tasks (strongly consistent); a task no job holds is absent."""
-        wanted = sorted(set(task_ids))
+        keys = [task_key(task_id) for task_id in sorted(set(task_ids))]
         holders: dict[str, str] = {}
-        for start in range(0, len(wanted), 100):
-            request: dict[str, Any] = {
-                self._ledger: {
-                    "Keys": [task_key(task_id) for task_id in wanted[start : start + 100]],
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "pk, job_id",
-                }
-            }
-            for attempt in range(8):
-                answer = self._client.batch_get_item(RequestItems=request)
-                for raw in answer.get("Responses", {}).get(self._ledger, []):
-                    item = _plain(raw)
-                    holders[str(item["pk"]).removeprefix("TASK#")] = str(item.get("job_id", ""))
-                request = dict(answer.get("UnprocessedKeys") or {})
-                if not request:
-                    break
-                time.sleep(random.uniform(0.02, 0.1) * 2**attempt)
-            else:
-                raise RuntimeError("DynamoDB left task holders unread after eight tries")
+        for raw in self._batch_get(self._ledger, keys, projection="pk, job_id"):
+            item = _plain(raw)
+            holders[str(item["pk"]).removeprefix("TASK#")] = str(item.get("job_id", ""))
         return holders
 
     def settle(
