@@ -7,6 +7,7 @@ on the stand-in make the rare paths happen on demand.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -16,6 +17,7 @@ from mypy_boto3_s3 import S3Client
 from infinitetalk_core.models import FailureKind, Job, JobStatus
 from infinitetalk_core.repository import TOTAL_ALL, StaleTransition
 from local_stack import LocalStack
+from local_stack.calls import CallRecorder
 from local_stack.samples import portrait_png, voice_wav
 from tests.integration.conftest import start_stack, wait_until
 
@@ -157,3 +159,28 @@ def test_marking_the_event_sent_moves_neither_the_status_nor_its_time(stack: Loc
         stack.jobs.mark_published(job.model_copy(update={"status": JobStatus.REPORTED}))  # it has moved on
     row_after = stack.aws.dynamodb.get_item(TableName=stack.jobs_table, Key={"pk": {"S": f"JOB#{job.job_id}"}})
     assert row_after["Item"] == row_before["Item"]
+
+
+def test_a_folder_is_listed_once_however_many_files_announced_it(stack: LocalStack) -> None:
+    """Each file's event asks for a look after the settle time; only the last file's look lists."""
+    with CallRecorder() as recorder:
+        stack.s3.put_object(Bucket=stack.bucket, Key="inbox/counted/image.png", Body=portrait_png())
+        stack.s3.put_object(Bucket=stack.bucket, Key="inbox/counted/audio.wav", Body=voice_wav(1.0))
+        job = stack.wait_for("counted", timeout=60)  # no job.json: the settle time decides
+        time.sleep(5)  # every look the files asked for (3 s settle + 1) has come back by now
+    assert job.status is JobStatus.DELIVERED
+    listings = [
+        c for c in recorder.calls if c.operation == "ListObjectsV2" and c.target.get("Prefix") == "inbox/counted/"
+    ]
+    assert len(listings) == 1
+    assert stack.jobs.by_name("counted") == [job]
+
+    with CallRecorder() as recorder:
+        drop_folder(stack.s3, stack.bucket, "counted-with-options", 1.0)  # image, audio, then job.json
+        job = stack.wait_for("counted-with-options", timeout=60)
+        time.sleep(5)
+    assert job.status is JobStatus.DELIVERED
+    prefix = "inbox/counted-with-options/"
+    # job.json's own look lists the folder and, as it is ready with no job yet, its unfinished uploads.
+    listed = [c.operation for c in recorder.calls if c.target.get("Prefix") == prefix]
+    assert listed == ["ListObjectsV2", "ListMultipartUploads"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -97,6 +97,23 @@ class Recorded:
     listed: list[str] = field(default_factory=list)
     uploads_asked: list[str] = field(default_factory=list)
     sent: list[tuple[FolderCheck, int]] = field(default_factory=list)
+    latest_arrival: dict[str, datetime] = field(default_factory=dict)
+
+
+class FakeJobs:
+    """The folder-arrival rule of the repository, kept in memory: the latest time noted per folder."""
+
+    def __init__(self, recorded: Recorded) -> None:
+        self.recorded = recorded
+
+    def note_folder_arrival(self, name: str, arrived_at: datetime) -> None:
+        latest = self.recorded.latest_arrival.get(name)
+        if latest is None or latest < arrived_at:
+            self.recorded.latest_arrival[name] = arrived_at
+
+    def folder_arrival_after(self, name: str, arrived_at: datetime) -> bool:
+        latest = self.recorded.latest_arrival.get(name)
+        return latest is not None and latest > arrived_at
 
 
 class FakeBucket:
@@ -129,6 +146,7 @@ def fake_pipeline(recorded: Recorded, settle_seconds: int = 30) -> Pipeline:
         SimpleNamespace(
             bucket=FakeBucket(recorded),
             queues=FakeQueues(recorded),
+            jobs=FakeJobs(recorded),
             settings=SimpleNamespace(folder_settle_seconds=settle_seconds),
             clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
         ),
@@ -161,3 +179,47 @@ def test_a_replaced_copy_keeps_the_parts_it_was_not_given(settings: Settings) ->
     assert copy.wavespeed is stand_in and pipeline.wavespeed is not stand_in
     assert copy.jobs is pipeline.jobs and copy.settings is settings
     assert copy.api_key is pipeline.api_key
+
+
+def landed(key: str, second: float) -> Drop:
+    """A folder file's event, as S3 announces it: the key and when S3 finished storing it."""
+    drop = drop_for_key(key)
+    assert drop is not None
+    return dataclasses.replace(drop, arrived_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=second))
+
+
+def test_each_files_look_carries_its_landing_and_only_the_latest_files_look_lists() -> None:
+    recorded = Recorded()
+    pipeline = fake_pipeline(recorded)
+    for second, name in enumerate(["image.png", "left_audio.wav", "right_audio.wav"]):
+        assert assess(landed(f"inbox/duo/{name}", second), pipeline) is None
+    assert recorded.listed == []
+    looks = [message for message, _ in recorded.sent]
+    assert [look.arrived_at for look in looks] == [landed("inbox/duo/x", s).arrived_at for s in range(3)]
+    for look in looks:  # each comes back after the settle time
+        assert (
+            assess(Drop(name=look.name, kind="folder", key=look.prefix, arrived_at=look.arrived_at), pipeline) is None
+        )
+    assert recorded.listed == ["inbox/duo/"]  # the two earlier files' looks were left to the last one's
+
+
+def test_job_json_landing_last_lists_at_once_and_the_earlier_files_looks_list_nothing() -> None:
+    recorded = Recorded()
+    pipeline = fake_pipeline(recorded)
+    assert assess(landed("inbox/talk/image.png", 0), pipeline) is None
+    assert assess(landed("inbox/talk/job.json", 1), pipeline) is None
+    assert recorded.listed == ["inbox/talk/"]
+    ((look, _),) = recorded.sent  # the image's look (the fake folder is empty: job.json's look asks for none)
+    assess(Drop(name="talk", kind="folder", key="inbox/talk/", arrived_at=look.arrived_at), pipeline)
+    assert recorded.listed == ["inbox/talk/"]  # job.json's listing saw the image: its look lists nothing
+
+
+def test_files_landing_in_the_same_instant_each_list_and_an_unstamped_look_always_lists() -> None:
+    recorded = Recorded()
+    pipeline = fake_pipeline(recorded)
+    assess(landed("inbox/same/image.png", 5), pipeline)
+    assess(landed("inbox/same/audio.wav", 5), pipeline)
+    for message, _ in list(recorded.sent):
+        assess(Drop(name="same", kind="folder", key="inbox/same/", arrived_at=message.arrived_at), pipeline)
+    assess(Drop(name="same", kind="folder", key="inbox/same/"), pipeline)  # a look from before landings were noted
+    assert recorded.listed == ["inbox/same/"] * 3

@@ -69,6 +69,8 @@ class Drop:
     key: str
     # The object whose upload announced a folder drop; ``None`` for a re-check of the folder.
     arrived: str | None = field(default=None, compare=False)
+    # When the file that led to this look landed (S3's eventTime), carried by the re-checks it asks for.
+    arrived_at: datetime | None = field(default=None, compare=False)
 
     @property
     def cannot_be_ready_yet(self) -> bool:

@@ -48,6 +48,8 @@ class S3Entity(BaseModel):
 
 class S3NotificationRecord(BaseModel):
     eventName: str  # noqa: N815 - S3's own field name
+    # When S3 finished storing the object (ISO 8601); orders the files of a folder as they landed.
+    eventTime: datetime | None = None  # noqa: N815
     s3: S3Entity
 
 
@@ -63,6 +65,9 @@ class FolderCheck(BaseModel):
     kind: Literal["folder_check"] = "folder_check"
     name: str
     prefix: str
+    # When the file whose arrival asked for this look landed (S3's eventTime); a check whose folder
+    # has had a later file since is left to that file's own look.
+    arrived_at: datetime | None = None
 
 
 class ResumeJob(BaseModel):

@@ -1,4 +1,5 @@
-"""DynamoDB access: job rows (with the webhooks each accepted), the ledger, month totals and task charges.
+"""DynamoDB access: job rows (with the webhooks each accepted), drop folders' latest arrivals, the ledger,
+month totals and task charges.
 
 Every state change is a conditional write from a known status, and every money movement
 happens in the same transaction as the status change that justifies it.
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 STATUS_INDEX = "StatusIndex"
 NAME_INDEX = "NameIndex"
 TOTAL_ALL = "TOTAL#ALL"
+FOLDER_ARRIVAL_TTL_SECONDS = 7 * 24 * 3600
 # Statuses whose first arrival the job row keeps (``<status>_at``) for its timeline.
 TIMED_STATUSES = frozenset({JobStatus.SUBMITTED, JobStatus.REPORTED, JobStatus.DELIVERED, JobStatus.FAILED})
 # The ledger's item per WaveSpeed task: which job holds the task, and its one charge.
@@ -126,6 +128,10 @@ def _document(model: BaseModel) -> dict[str, Any]:
 
 def job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}}
+
+
+def folder_key(name: str) -> dict[str, Any]:
+    return {"pk": {"S": f"FOLDER#{name}"}}
 
 
 def month_key(month: str, sort: str) -> dict[str, Any]:
@@ -347,6 +353,32 @@ class JobRepository:
                 raise StaleTransition(f"{job.job_id} is no longer {', '.join(s.value for s in from_statuses)}") from exc
             raise
         return Job.model_validate(_plain(result["Attributes"]))
+
+    def note_folder_arrival(self, name: str, arrived_at: datetime) -> None:
+        """Remember the latest time a file of this drop folder landed (kept a week, then a look lists again)."""
+        try:
+            self._client.update_item(
+                TableName=self._jobs,
+                Key=folder_key(name),
+                UpdateExpression="SET latest_arrival = :at, expires_at = :expires",
+                ConditionExpression="attribute_not_exists(latest_arrival) OR latest_arrival < :at",
+                ExpressionAttributeValues={
+                    ":at": {"S": iso(arrived_at)},
+                    ":expires": {"N": str(int(time.time()) + FOLDER_ARRIVAL_TTL_SECONDS)},
+                },
+            )
+        except ClientError as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            # A later file of the folder is noted already.
+
+    def folder_arrival_after(self, name: str, arrived_at: datetime) -> bool:
+        """Whether a file of this folder landed strictly later than ``arrived_at`` (a strongly consistent read)."""
+        item = self._client.get_item(
+            TableName=self._jobs, Key=folder_key(name), ConsistentRead=True, ProjectionExpression="latest_arrival"
+        ).get("Item")
+        latest = (item or {}).get("latest_arrival", {}).get("S", "")
+        return bool(latest) and latest > iso(arrived_at)
 
     def mark_published(self, job: Job) -> None:
         """Remember that the event of the job's current status went out.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -51,7 +52,7 @@ def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
     kind = body.get("kind")
     if kind == "folder_check":
         check = FolderCheck.model_validate(body)
-        yield Drop(name=check.name, kind="folder", key=check.prefix)
+        yield Drop(name=check.name, kind="folder", key=check.prefix, arrived_at=check.arrived_at)
     elif kind == "resume_job":
         yield ResumeJob.model_validate(body)
     elif "Records" in body:
@@ -60,7 +61,7 @@ def drops_in(body: dict[str, Any]) -> Iterator[Drop | ResumeJob]:
                 continue
             drop = drop_for_key(unquote_plus(record.s3.object.key))
             if drop is not None:
-                yield drop
+                yield replace(drop, arrived_at=record.eventTime) if drop.kind == "folder" else drop
     else:
         logger.warning("ignoring an unknown submit message", extra={"body": json.dumps(body)[:500]})
 
@@ -151,10 +152,19 @@ def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
         return Candidate(job_id=job_id_for(drop.name, [stored]), name=drop.name, objects=[stored], problems=[problem])
     if drop.kind == "manifest":
         return assess_manifest(drop, pipeline.bucket)
+    if drop.arrived is not None and drop.arrived_at is not None:
+        # Noted before any look is asked for, so an earlier file's look can leave the folder to this one's.
+        pipeline.jobs.note_folder_arrival(drop.name, drop.arrived_at)
+    check = FolderCheck(name=drop.name, prefix=drop.key, arrived_at=drop.arrived_at)
     if drop.cannot_be_ready_yet:
         # Look once the settle time has passed, as the listing would have said: one LIST fewer per file.
-        delay = pipeline.settings.folder_settle_seconds + 1
-        pipeline.queues.send_submit(FolderCheck(name=drop.name, prefix=drop.key), delay_seconds=delay)
+        pipeline.queues.send_submit(check, delay_seconds=pipeline.settings.folder_settle_seconds + 1)
+        return None
+    looked_for = drop.arrived_at if drop.arrived is None else None  # a re-check, for the file that landed then
+    if looked_for is not None and pipeline.jobs.folder_arrival_after(drop.name, looked_for):
+        # A file landed after the one this look is for; that file's own look (or job.json's, at once) lists
+        # the folder later and sees everything this one would: one LIST per folder, not one per file.
+        logger.info("folder look left to a later file's", extra={"folder": drop.key})
         return None
     objects = pipeline.bucket.list(drop.key)
     options_key = drop.key + OPTIONS_FILE
@@ -170,7 +180,7 @@ def assess(drop: Drop, pipeline: Pipeline) -> Candidate | None:
     ):
         verdict = assess_folder(drop, objects, options_raw, now, settle_seconds, uploading)
     if isinstance(verdict, Waiting):
-        pipeline.queues.send_submit(FolderCheck(name=drop.name, prefix=drop.key), delay_seconds=verdict.seconds)
+        pipeline.queues.send_submit(check, delay_seconds=verdict.seconds)
         return None
     return verdict
 
