@@ -281,15 +281,18 @@ def bench_webhook(report: Report, webhooks: int) -> None:
         baseline_key = {"pk": {"S": "JOB#bench-baseline"}}
         dynamodb.put_item(TableName=table, Item={**baseline_key, "status": {"S": "submitted"}})
 
-        def baseline() -> None:
-            """The least the webhook must do: record the status, queue the fetch."""
+        def set_status(key: Mapping[str, Any]) -> None:
             dynamodb.update_item(
                 TableName=table,
-                Key=baseline_key,
+                Key=key,
                 UpdateExpression="SET #s = :s",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":s": {"S": "reported"}},
             )
+
+        def baseline() -> None:
+            """The least the webhook must do: record the status, queue the fetch."""
+            set_status(baseline_key)
             sqs.send_message(QueueUrl=fetch_queue, MessageBody='{"job_id":"bench-baseline"}')
 
         def one_delivery(size_mib: int) -> Callable[[], object]:
@@ -323,15 +326,6 @@ def bench_webhook(report: Report, webhooks: int) -> None:
         replayed: dict[int, list[float]] = {size: [] for size in sizes}
         its_write: dict[int, list[float]] = {size: [] for size in sizes}
         bare_set: dict[int, list[float]] = {size: [] for size in sizes}
-
-        def set_status(key: Mapping[str, Any]) -> None:
-            dynamodb.update_item(
-                TableName=table,
-                Key=key,
-                UpdateExpression="SET #s = :s",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":s": {"S": "reported"}},
-            )
 
         methods = {
             client.meta.service_model.service_name: {api: py for py, api in client.meta.method_to_api_mapping.items()}

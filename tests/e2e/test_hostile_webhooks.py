@@ -135,8 +135,8 @@ def crafted_job(stack: LocalStack, name: str) -> Job:
     )
 
 
-def job_whose_answer_was_lost(stack: LocalStack, name: str) -> tuple[Job, str]:
-    """An ``uncertain`` job and the task WaveSpeed did create for it, with the job's own webhook URL."""
+def job_sent_to_wavespeed(stack: LocalStack, name: str) -> tuple[Job, str]:
+    """A ``submitting`` job and the task WaveSpeed made for it, with the job's own webhook URL."""
     pipeline = get_pipeline()
     job = crafted_job(stack, name)
     pipeline.jobs.create_with_reservation(job, budget_micros=0)
@@ -144,8 +144,14 @@ def job_whose_answer_was_lost(stack: LocalStack, name: str) -> tuple[Job, str]:
     assert job.spec is not None
     urls = {role: pipeline.bucket.presign(key, 3600) for role, key in job.spec.inputs.items()}
     task = pipeline.wavespeed.submit(job.spec.model, job.spec.request_body(urls), pipeline.webhook_url_for(job))
-    job = pipeline.jobs.transition(job, JobStatus.UNCERTAIN, [JobStatus.SUBMITTING], error="submit answer lost")
     return job, task.id
+
+
+def job_whose_answer_was_lost(stack: LocalStack, name: str) -> tuple[Job, str]:
+    """An ``uncertain`` job and the task WaveSpeed did create for it."""
+    job, task_id = job_sent_to_wavespeed(stack, name)
+    job = get_pipeline().jobs.transition(job, JobStatus.UNCERTAIN, [JobStatus.SUBMITTING], error="submit answer lost")
+    return job, task_id
 
 
 def queues_are_quiet(stack: LocalStack) -> bool:
@@ -768,6 +774,13 @@ def fetch_once(stack: LocalStack) -> None:
     assert fetcher.poll_once() >= 1
 
 
+def assert_delivered_and_charged_once(stack: LocalStack, job_id: str) -> None:
+    delivered = stack.jobs.get(job_id)
+    assert delivered is not None and delivered.status is JobStatus.DELIVERED
+    _, entries = stack.jobs.month(delivered.month)
+    assert [e.charged_micros for e in entries if e.job_id == job_id] == [150_000]
+
+
 def test_every_jobs_webhook_url_carries_its_own_token_which_the_row_compares_only_by_digest(world: World) -> None:
     (delivery,) = {d.url for d in world.stack.standin.webhook_deliveries if d.task_id == world.delivered.task_id}
     assert delivery.endswith(f"?job={world.delivered.job_id}&token={world.delivered.webhook_token}")
@@ -808,10 +821,7 @@ def test_a_refused_delivery_keeps_its_id_and_the_genuine_one_moves_its_job_once(
     assert_unchanged(after_accept, dump(stack))
 
     fetch_once(stack)
-    delivered = stack.jobs.get(job.job_id)
-    assert delivered is not None and delivered.status is JobStatus.DELIVERED
-    _, entries = stack.jobs.month(delivered.month)
-    assert [e.charged_micros for e in entries if e.job_id == job.job_id] == [150_000]
+    assert_delivered_and_charged_once(stack, job.job_id)
 
 
 def test_a_task_charged_to_one_job_is_never_charged_to_another(world: World) -> None:
@@ -858,16 +868,11 @@ def test_a_task_charged_to_one_job_is_never_charged_to_another(world: World) -> 
 
 def test_a_delivery_for_a_job_that_holds_its_task_is_one_write_and_its_replay_one_refused_write(world: World) -> None:
     """The common case costs the least the webhook must do: one conditional UpdateItem and the fetch message."""
-    stack, pipeline = world.stack, get_pipeline()
-    job = crafted_job(stack, "holds-its-task")
-    pipeline.jobs.create_with_reservation(job, budget_micros=0)
-    job = pipeline.jobs.transition(job, JobStatus.SUBMITTING, [JobStatus.RECEIVED], submit_attempts=1)
-    assert job.spec is not None
-    urls = {role: pipeline.bucket.presign(key, 3600) for role, key in job.spec.inputs.items()}
-    task = pipeline.wavespeed.submit(job.spec.model, job.spec.request_body(urls), pipeline.webhook_url_for(job))
-    job = pipeline.jobs.record_task(job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING], task.id)
-    wait_until(lambda: stack.standin.tasks[task.id].is_final, timeout=30)
-    data = encode(stack.standin.tasks[task.id].webhook_payload())
+    stack = world.stack
+    job, task_id = job_sent_to_wavespeed(stack, "holds-its-task")
+    job = get_pipeline().jobs.record_task(job, JobStatus.SUBMITTED, [JobStatus.SUBMITTING], task_id)
+    wait_until(lambda: stack.standin.tasks[task_id].is_final, timeout=30)
+    data = encode(stack.standin.tasks[task_id].webhook_payload())
     headers = signed(data, world.secret)
     callback = stack.functions["callback"].spec.logical_id
 
@@ -885,7 +890,4 @@ def test_a_delivery_for_a_job_that_holds_its_task_is_one_write_and_its_replay_on
     assert callback_calls() == ["replay", "dynamodb.UpdateItem"]
     assert_unchanged(after_accept, dump(stack))
     fetch_once(stack)
-    delivered = stack.jobs.get(job.job_id)
-    assert delivered is not None and delivered.status is JobStatus.DELIVERED
-    _, entries = stack.jobs.month(delivered.month)
-    assert [e.charged_micros for e in entries if e.job_id == job.job_id] == [150_000]
+    assert_delivered_and_charged_once(stack, job.job_id)
