@@ -598,46 +598,102 @@ def jobs_indexes(stack: LocalStack) -> list[Index]:
     return found
 
 
-def write_units(params: Mapping[str, Any], operation: str, jobs_table: str, row_kb: int, indexes: list[Index]) -> float:
-    """Write request units of one write: 1 per KB of the row, 2 per KB in a transaction, plus each
-    index the write reaches (a changed index key is a delete and a put there)."""
+WRITE_OPERATIONS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
+ItemRef = tuple[str, str]  # table, key in wire form
 
-    def one(table: str, kind: str, body: Mapping[str, Any], transactional: bool) -> float:
-        factor = 2 if transactional else 1
-        if kind == "ConditionCheck":
-            return float(factor)
-        is_job_row = table == jobs_table and str(_pk(body)).startswith("JOB#")
-        size_kb = row_kb if is_job_row else 1
-        units = float(factor * size_kb)
-        if not is_job_row:
-            return units
-        changed = updated_attributes(body) if kind == "Update" else None
-        for index in indexes:
-            projected_kb = size_kb if index.projection == "ALL" else 1
-            if changed is None:  # a new or replaced row is written to every index
-                units += projected_kb
-            elif changed & index.keys:
-                units += 2 * projected_kb
-            elif index.projection == "ALL" or changed & index.included:
-                units += projected_kb
-        return units
 
+def written_items(
+    params: Mapping[str, Any], operation: str, key_names: Mapping[str, list[str]]
+) -> list[tuple[str, str, ItemRef]]:
+    """(kind, table, item) for each item a write names: Put, Update, Delete or ConditionCheck."""
+
+    def ref(table: str, body: Mapping[str, Any]) -> ItemRef:
+        source = body.get("Key") or body.get("Item") or {}
+        key = {name: source[name] for name in key_names.get(table, ["pk"]) if name in source}
+        return table, json.dumps(key, sort_keys=True)
+
+    found: list[tuple[str, str, ItemRef]] = []
     if operation == "TransactWriteItems":
-        total = 0.0
         for item in params.get("TransactItems", []):
             for kind, body in item.items():
-                total += one(str(body.get("TableName", "")), kind, body, True)
-        return total
+                table = str(body.get("TableName", ""))
+                found.append((kind, table, ref(table, body)))
+    elif operation == "BatchWriteItem":
+        for table, requests in (params.get("RequestItems") or {}).items():
+            for request in requests:
+                for kind, body in request.items():
+                    found.append(("Put" if kind == "PutRequest" else "Delete", table, ref(table, body)))
+    elif operation in WRITE_OPERATIONS:
+        kind = {"PutItem": "Put", "UpdateItem": "Update", "DeleteItem": "Delete"}[operation]
+        table = str(params.get("TableName", ""))
+        found.append((kind, table, ref(table, params)))
+    return found
+
+
+@dataclass(frozen=True)
+class Billed:
+    """What one write is billed for on one item: its larger size, and the indexes that hold it."""
+
+    size: int
+    attributes: frozenset[str]  # of the item before or after the write
+
+
+@dataclass
+class WriteSizes:
+    """Every item's size just before and just after each write, read back from the table the moment
+    the write answered (DynamoDB bills a write by the larger of the two)."""
+
+    read_back: Callable[[ItemRef], tuple[int, frozenset[str]]]
+    current: dict[ItemRef, tuple[int, frozenset[str]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def observe(self, items: list[tuple[str, str, ItemRef]]) -> dict[ItemRef, Billed]:
+        billed = {}
+        for _kind, _table, item in items:
+            after = self.read_back(item)
+            with self.lock:
+                before = self.current.get(item, (0, frozenset()))
+                self.current[item] = after
+            billed[item] = Billed(max(before[0], after[0]), before[1] | after[1])
+        return billed
+
+
+def write_units(
+    params: Mapping[str, Any],
+    operation: str,
+    key_names: Mapping[str, list[str]],
+    billed: Mapping[ItemRef, Billed],
+    indexes: Mapping[str, list[Index]],
+) -> float:
+    """Write request units of one write: 1 per KB of the item (the larger of before and after), 2 per KB
+    in a transaction, plus each index holding the item (a changed index key is a delete and a put there)."""
     if operation == "BatchWriteItem":
         return float(sum(len(requests) for requests in (params.get("RequestItems") or {}).values()))
-    kind = {"PutItem": "Put", "UpdateItem": "Update", "DeleteItem": "Delete"}[operation]
-    return one(str(params.get("TableName", "")), kind, params, False)
-
-
-def _pk(body: Mapping[str, Any]) -> str:
-    key = body.get("Key") or body.get("Item") or {}
-    value = key.get("pk", {})
-    return str(value.get("S", "")) if isinstance(value, dict) else ""
+    if operation == "TransactWriteItems":
+        bodies = [body for entry in params.get("TransactItems", []) for body in entry.values()]
+    else:
+        bodies = [params]
+    factor = 2 if operation == "TransactWriteItems" else 1
+    total = 0.0
+    for (kind, table, item), body in zip(written_items(params, operation, key_names), bodies, strict=True):
+        if kind == "ConditionCheck":
+            total += factor
+            continue
+        seen = billed.get(item, Billed(0, frozenset()))
+        size_kb = max(1, math.ceil(seen.size / 1024))
+        total += factor * size_kb
+        changed = updated_attributes(body) if kind == "Update" else None
+        for index in indexes.get(table, []):
+            if not index.keys <= seen.attributes:
+                continue  # the item is not in this index
+            projected_kb = size_kb if index.projection == "ALL" else 1
+            if changed is None:  # a new, replaced or deleted item
+                total += projected_kb
+            elif changed & index.keys:
+                total += 2 * projected_kb  # out of its old place in the index, into its new one
+            elif index.projection == "ALL" or changed & index.included:
+                total += projected_kb
+    return total
 
 
 @dataclass
@@ -666,18 +722,33 @@ def bench_cost(report: Report, jobs: int) -> dict[str, list[str]]:
     print(f"\n3. The AWS bill per job: {jobs} jobs through the local stack, every request counted and priced")
     print(f"   (us-east-1 list prices from {PRICES_FILE.name}, checked {prices['checked']})")
     options = quiet_stack(StackOptions(reconcile_every_seconds=2.0, environment={"SECRET_MAX_AGE_SECONDS": "300"}))
-    params_seen: list[tuple[str, str, str, Mapping[str, Any]]] = []
+    params_seen: list[tuple[str, str, str, Mapping[str, Any], Mapping[ItemRef, Billed]]] = []
     invocations: Counter[str] = Counter()
     notifications = 0
     with LocalStack(options) as stack:
         names = {fn.spec.logical_id: name for name, fn in stack.functions.items()}
 
         reads = ReadBytes()
+        described = (
+            stack.aws.dynamodb.describe_table(TableName=t)["Table"]
+            for t in stack.aws.dynamodb.list_tables()["TableNames"]
+        )
+        key_names = {table["TableName"]: [k["AttributeName"] for k in table["KeySchema"]] for table in described}
+
+        def read_back(item: ItemRef) -> tuple[int, frozenset[str]]:
+            table, key = item
+            found = stack.aws.dynamodb.get_item(TableName=table, Key=json.loads(key), ConsistentRead=True).get("Item")
+            return (item_bytes(found), frozenset(found)) if found else (0, frozenset())
+
+        sizes = WriteSizes(read_back)
 
         def keep(call: clients.AwsCall) -> None:
             function = running_function.get()
             if function is not None and not call.presigned:
-                params_seen.append((names.get(function, function), call.service, call.operation, call.params))
+                billed: Mapping[ItemRef, Billed] = {}
+                if call.service == "dynamodb" and call.operation in WRITE_OPERATIONS:
+                    billed = sizes.observe(written_items(call.params, call.operation, key_names))
+                params_seen.append((names.get(function, function), call.service, call.operation, call.params, billed))
                 if call.service == "dynamodb":
                     reads.last_request.params = call.params
 
@@ -704,12 +775,13 @@ def bench_cost(report: Report, jobs: int) -> dict[str, list[str]]:
         print(f"   jobs: {dict(statuses)}; models: {dict(Counter(c.name.split('-')[2] for c in cases))}")
         jobs_table = stack.jobs_table
         indexes = jobs_indexes(stack)
+        indexes_of_table = {jobs_table: indexes}
         rows = [
             item_bytes(item)
             for item in stack.aws.dynamodb.scan(TableName=jobs_table)["Items"]
             if str(item.get("pk", {}).get("S", "")).startswith("JOB#")
         ]
-        row_kb = max(1, math.ceil(statistics.median(rows) / 1024)) if rows else 1
+        row_bytes = int(statistics.median(rows)) if rows else 0
         webhooks = len(stack.standin.webhook_deliveries)
         queue_of_function = {
             "submit": stack.resource("SubmitQueue"),
@@ -725,7 +797,7 @@ def bench_cost(report: Report, jobs: int) -> dict[str, list[str]]:
 
     services: dict[str, set[str]] = defaultdict(set)
     secret_pairs: set[tuple[str, str]] = set()
-    for function, service, operation, params in params_seen:
+    for function, service, operation, params, billed in params_seen:
         services[function].add(service)
         if service == "secretsmanager":
             secret_pairs.add((function, str(params.get("SecretId", ""))))
@@ -741,7 +813,7 @@ def bench_cost(report: Report, jobs: int) -> dict[str, list[str]]:
             else:
                 entry = line(function, service, operation, "dynamodb.write_request_unit")
                 entry.requests += 1
-                entry.units += write_units(params, operation, jobs_table, row_kb, indexes)
+                entry.units += write_units(params, operation, key_names, billed, indexes_of_table)
         elif service == "sqs":
             entry = line(function, service, operation, "sqs.request")
             entry.requests += 1
@@ -793,7 +865,7 @@ def bench_cost(report: Report, jobs: int) -> dict[str, list[str]]:
             entry.usd = entry.units * per_million[entry.price_key] / 1_000_000
         total += entry.usd
     print(
-        f"   per job ({jobs} jobs; job rows ~{row_kb} KB; indexes "
+        f"   per job ({jobs} jobs; final job rows {row_bytes} bytes (median); indexes "
         f"{', '.join(f'{i.name}:{i.projection}' for i in indexes)})"
     )
     print(f"   {'function':<10} {'service':<15} {'request':<32} {'req/job':>8} {'units/job':>10} {'$/job':>12}")
@@ -846,7 +918,7 @@ def bench_cost(report: Report, jobs: int) -> dict[str, list[str]]:
             api_calls / jobs <= 2,
         )
     )
-    calls_per_job = Counter(s for f, s, o, p in params_seen if s != "secretsmanager")
+    calls_per_job = Counter(s for _f, s, _o, _p, _b in params_seen if s != "secretsmanager")
     print(
         "   AWS calls per job by service: " + ", ".join(f"{s} {n / jobs:.1f}" for s, n in calls_per_job.most_common())
     )
