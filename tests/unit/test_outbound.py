@@ -10,6 +10,7 @@ import gzip
 import ipaddress
 import json
 import re
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,7 @@ from infinitetalk_core.outbound import (
     OutputRefused,
     OutputTooLarge,
     address_kind,
+    tls_context,
 )
 from infinitetalk_core.output_hosts import DEFAULT_OUTPUT_HOSTS
 from infinitetalk_core.pipeline import Pipeline, build_pipeline
@@ -444,6 +446,23 @@ def test_the_pipelines_api_client_follows_no_redirect_and_no_proxy(monkeypatch: 
     api_http: httpx.Client = built.wavespeed._http
     assert api_http.follow_redirects is False and api_http.trust_env is False
     assert built.wavespeed._outputs.policy == OutputPolicy.parse(DEFAULT_OUTPUT_HOSTS)
+
+
+def test_the_output_client_is_made_at_the_first_download_and_shares_the_api_clients_tls_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    clients.reset_clients()
+    try:
+        built = build_pipeline(Settings.model_validate(REQUIRED))
+    finally:
+        clients.reset_clients()
+    downloader = built.wavespeed._outputs
+    assert "_http" not in vars(downloader)  # submit and reconcile, which never download, never build it
+    api_pool = built.wavespeed._http._transport._pool  # type: ignore[attr-defined]
+    output_pool = downloader._http._transport._pool  # type: ignore[attr-defined]
+    assert api_pool._ssl_context is output_pool._ssl_context is tls_context()
+    assert output_pool._ssl_context.verify_mode is ssl.CERT_REQUIRED and output_pool._ssl_context.check_hostname
 
 
 # ---- redirects are followed by hand, each one checked again -------------------------------------

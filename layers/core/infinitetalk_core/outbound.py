@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache, cached_property
 from typing import Any
 
 import httpcore
@@ -205,14 +207,21 @@ class CheckedNetworkBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+@cache
+def tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per cold start, shared by every HTTP client: loading the CA bundle
+    takes tens of milliseconds each time, and a context is safe to share."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class CheckedTransport(httpx.HTTPTransport):
     """httpx's own transport with the connection pool built on ``CheckedNetworkBackend``; no proxy."""
 
     def __init__(self, policy: OutputPolicy, resolve: Resolver = system_resolver) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=tls_context(), trust_env=False)
         # httpx takes no network backend argument; its pool does. Pinned httpx; a test proves it is used.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=tls_context(),
             max_connections=10,
             max_keepalive_connections=2,
             keepalive_expiry=5.0,
@@ -274,15 +283,21 @@ class OutputStream:
 class OutputDownloader:
     """Opens output URLs under the policy, following at most a few redirects, each checked again."""
 
-    def __init__(self, policy: OutputPolicy, http: httpx.Client) -> None:
+    def __init__(self, policy: OutputPolicy, http: httpx.Client | Callable[[], httpx.Client]) -> None:
         self.policy = policy
-        self._http = http
+        self._http_or_maker = http
 
     @classmethod
     def build(
         cls, policy: OutputPolicy, timeout: httpx.Timeout, resolve: Resolver = system_resolver
     ) -> OutputDownloader:
-        return cls(policy, output_client(policy, timeout, resolve))
+        return cls(policy, lambda: output_client(policy, timeout, resolve))
+
+    @cached_property
+    def _http(self) -> httpx.Client:
+        """Made at the first download, so functions that never download (submit, reconcile) never build it."""
+        given = self._http_or_maker
+        return given if isinstance(given, httpx.Client) else given()
 
     @contextmanager
     def open(self, url: str) -> Iterator[OutputStream]:

@@ -282,12 +282,12 @@ class PipelineOnFirstUse(Pipeline):
         # httpx is imported here, not at the cold start: the callback never talks to WaveSpeed.
         import httpx
 
-        from .outbound import OutputDownloader
+        from .outbound import OutputDownloader, tls_context
         from .wavespeed_client import WaveSpeedClient
 
         timeout = httpx.Timeout(self.settings.http_timeout_seconds, connect=5.0)
         # The API client never follows a redirect, so the key goes to the base URL only; no proxy from the environment.
-        http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+        http = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls_context())
         outputs = OutputDownloader.build(self.settings.output_policy, timeout)
         return WaveSpeedClient(self.settings.wavespeed_base_url, self.api_key, http, outputs=outputs)
 
