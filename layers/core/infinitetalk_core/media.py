@@ -23,7 +23,6 @@ from typing import IO, TYPE_CHECKING, BinaryIO, TypeVar
 import av
 import filetype
 from botocore.exceptions import BotoCoreError, ClientError
-from PIL import Image
 
 from .models import MAX_OUTPUT_SECONDS, MediaKind
 
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from av.container import InputContainer
     from av.video.stream import VideoStream
     from mypy_boto3_s3 import S3Client
+    from PIL import Image
 
 SNIFF_BYTES = 8_192
 # No single read of an input asks S3 (or the disk) for more than this.
@@ -316,6 +316,8 @@ def _same_format_or_refuse(filename: str, found: Container, kind_word: str) -> N
 
 def check_image(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFacts:
     """Pixel size from the header first, then a full decode: a picture must be whole to be sent."""
+    from PIL import Image  # imported here: only submit reads pictures, fetch and reconcile never load Pillow
+
     Image.init()
     with warnings.catch_warnings():
         # Pillow's own bomb warning and its complaints about odd metadata: the limits here decide.
@@ -344,6 +346,8 @@ def check_image(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFact
 
 
 def _decode_whole_picture(picture: Image.Image, stream: BinaryIO, filename: str, found: Container) -> None:
+    from PIL import Image
+
     damaged = f"{filename} is not a whole {found.label} image: the file is truncated or damaged; export it again"
     try:
         if picture.format in ("JPEG", "MPO"):
