@@ -129,8 +129,8 @@ def _document(model: BaseModel) -> dict[str, Any]:
 
 
 def job_row(job: Job) -> dict[str, Any]:
-    """A job as its row stores it: what the key or the spec already holds is not written twice, so most
-    rows stay under the 1 KB that each write is billed by."""
+    """A job as its row stores it: what the key or the spec already holds is not written twice, since
+    every write of the row is billed by the KB (the id, the name in the spec, and the input keys)."""
     row: dict[str, Any] = {"pk": f"JOB#{job.job_id}", **_document(job)}
     del row["job_id"]
     spec = row.get("spec")
