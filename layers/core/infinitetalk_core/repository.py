@@ -40,8 +40,6 @@ TASK_CHARGE = "CHARGE"
 TOKEN_DIGEST_ATTRIBUTE = "webhook_token_sha256"  # noqa: S105 - an attribute name
 # The webhook delivery ids a job row accepted (a string set): a replay of one of them changes nothing.
 ACCEPTED_WEBHOOKS_ATTRIBUTE = "webhook_ids"
-# A drop's keys other than the job's inputs: a row stores the inputs once, in its spec.
-OTHER_DROP_KEYS_ATTRIBUTE = "other_drop_keys"
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -128,37 +126,6 @@ def _document(model: BaseModel) -> dict[str, Any]:
     return document
 
 
-def job_row(job: Job) -> dict[str, Any]:
-    """A job as its row stores it: what the key or the spec already holds is not written twice, since
-    every write of the row is billed by the KB (the id, the name in the spec, and the input keys)."""
-    row: dict[str, Any] = {"pk": f"JOB#{job.job_id}", **_document(job)}
-    del row["job_id"]
-    spec = row.get("spec")
-    if spec is not None and spec["name"] == job.job_name:
-        del spec["name"]
-    if job.spec is not None:
-        inputs = set(job.spec.inputs.values())
-        if job.drop_keys == sorted(set(job.drop_keys)) and inputs <= set(job.drop_keys):
-            del row["drop_keys"]
-            row[OTHER_DROP_KEYS_ATTRIBUTE] = [key for key in job.drop_keys if key not in inputs]
-    row[TOKEN_DIGEST_ATTRIBUTE] = token_digest(job.webhook_token)
-    return _attrs(row)
-
-
-def job_from_row(item: Mapping[str, Any]) -> Job:
-    """The job a row holds, written by ``job_row`` or as whole rows were before it."""
-    row = _plain(item)
-    row.setdefault("job_id", str(row["pk"]).removeprefix("JOB#"))
-    spec = row.get("spec")
-    if isinstance(spec, dict):
-        spec.setdefault("name", row.get("job_name"))
-    others = row.pop(OTHER_DROP_KEYS_ATTRIBUTE, None)
-    if others is not None and "drop_keys" not in row:
-        inputs = spec.get("inputs", {}).values() if isinstance(spec, dict) else ()
-        row["drop_keys"] = sorted({*others, *inputs})
-    return Job.model_validate(row)
-
-
 def job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}}
 
@@ -206,7 +173,7 @@ class JobRepository:
     # ---- reads -------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
         item = self._client.get_item(TableName=self._jobs, Key=job_key(job_id), ConsistentRead=True).get("Item")
-        return job_from_row(item) if item else None
+        return Job.model_validate(_plain(item)) if item else None
 
     def in_status(self, status: JobStatus, since_before: datetime, limit: int = 100) -> list[Job]:
         """Jobs that have sat in ``status`` since before a moment, oldest first.
@@ -248,7 +215,7 @@ class JobRepository:
     def _jobs_by_key(self, keys: list[dict[str, Any]]) -> list[Job]:
         """Whole job rows for index keys, in the keys' order; a row deleted meanwhile is left out."""
         rows = {str(item["pk"]["S"]): item for item in self._batch_get(self._jobs, keys)}
-        return [job_from_row(rows[key["pk"]["S"]]) for key in keys if key["pk"]["S"] in rows]
+        return [Job.model_validate(_plain(rows[key["pk"]["S"]])) for key in keys if key["pk"]["S"] in rows]
 
     def _batch_get(self, table: str, keys: list[dict[str, Any]], projection: str | None = None) -> list[dict[str, Any]]:
         """Items by key, strongly consistent, 100 keys a request; keys DynamoDB left unprocessed are asked again."""
@@ -279,7 +246,7 @@ class JobRepository:
         }
         while True:
             page = self._client.scan(**kwargs)
-            jobs.extend(job_from_row(i) for i in page.get("Items", []))
+            jobs.extend(Job.model_validate(_plain(i)) for i in page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -313,7 +280,7 @@ class JobRepository:
         try:
             self._client.put_item(
                 TableName=self._jobs,
-                Item=job_row(job),
+                Item=self._job_item(job),
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
@@ -340,7 +307,7 @@ class JobRepository:
             {
                 "Put": {
                     "TableName": self._jobs,
-                    "Item": job_row(job),
+                    "Item": self._job_item(job),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
@@ -385,7 +352,7 @@ class JobRepository:
             if _is_conditional_failure(exc):
                 raise StaleTransition(f"{job.job_id} is no longer {', '.join(s.value for s in from_statuses)}") from exc
             raise
-        return job_from_row(result["Attributes"])
+        return Job.model_validate(_plain(result["Attributes"]))
 
     def note_folder_arrival(self, name: str, arrived_at: datetime) -> None:
         """Remember the latest time a file of this drop folder landed (kept a week, then a look lists again)."""
@@ -742,9 +709,14 @@ class JobRepository:
                     raise
             time.sleep(random.uniform(0.02, 0.1) * 2**attempt)
 
+    def _job_item(self, job: Job) -> dict[str, Any]:
+        return _attrs(
+            {"pk": f"JOB#{job.job_id}", **_document(job), TOKEN_DIGEST_ATTRIBUTE: token_digest(job.webhook_token)}
+        )
+
     @staticmethod
     def _job_or_none(item: Mapping[str, Any] | None) -> Job | None:
-        return job_from_row(item) if item else None
+        return Job.model_validate(_plain(item)) if item else None
 
     @staticmethod
     def _narrow_failure(condition: str, values: dict[str, Any], only_if_failure: Collection[FailureKind] | None) -> str:
