@@ -62,3 +62,19 @@ def test_an_item_without_the_index_keys_costs_the_index_nothing(bench: Any) -> N
     update = {"TableName": "jobs", "Key": {"pk": {"S": "RATE#submit"}}, "UpdateExpression": "SET next_slot = :n"}
     billed = recorder.observe(bench.written_items(update, "UpdateItem", keys))
     assert bench.write_units(update, "UpdateItem", keys, billed, {"jobs": [status]}) == 1
+
+
+def test_a_refused_write_is_billed_for_its_item_but_reaches_no_index(bench: Any) -> None:
+    keys = {"jobs": ["pk"]}
+    status = bench.Index("StatusIndex", frozenset({"status", "status_since"}), "KEYS_ONLY", frozenset())
+    recorder = bench.WriteSizes(lambda _item: (1500, frozenset({"pk", "status", "status_since"})))
+    update = {
+        "TableName": "jobs",
+        "Key": {"pk": {"S": "JOB#a"}},
+        "UpdateExpression": "SET #s = :s",
+        "ExpressionAttributeNames": {"#s": "status"},
+    }
+    refused = recorder.observe(bench.written_items(update, "UpdateItem", keys), written=False)
+    assert bench.write_units(update, "UpdateItem", keys, refused, {"jobs": [status]}) == 2
+    accepted = recorder.observe(bench.written_items(update, "UpdateItem", keys))
+    assert bench.write_units(update, "UpdateItem", keys, accepted, {"jobs": [status]}) == 2 + 2
