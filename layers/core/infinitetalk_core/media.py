@@ -502,7 +502,9 @@ def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: b
         for other in container.streams:
             if other.index != audio.index:
                 other.discard = av.stream.Discard.all
+        # Everything of a stream is read while its container is open: closing it frees what they point into.
         codec = audio.codec_context.name
+        sample_rate = audio.sample_rate
         container_name = container.format.name
         claimed = _declared_seconds(container, audio, header)
         played, frame = _decoded_seconds(container, audio, filename)
@@ -520,7 +522,7 @@ def measure_audio(stream: BinaryIO, filename: str, head: bytes = b"", checked: b
     return AudioLength(
         seconds=as_decimal(played),
         claimed_seconds=as_decimal(claimed) if claimed is not None else None,
-        sample_rate=audio.sample_rate,
+        sample_rate=sample_rate,
         codec=codec,
         container=label,
     )
@@ -698,6 +700,8 @@ def check_video(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFact
             raise MediaError(problem)
         declared = _video_declared_seconds(container, video)
         shown, reached = _video_reach(container, video)
+        # Read while the container is open: closing it frees what a stream's fields point into.
+        rate = video.average_rate or video.guessed_rate
     if shown is None:
         raise MediaError(
             f"{filename} holds no playable video: its pictures could not be decoded (the file is truncated or "
@@ -706,7 +710,6 @@ def check_video(stream: BinaryIO, filename: str, head: bytes = b"") -> MediaFact
     width, height = shown
     if problem := picture_problem(filename, width, height):
         raise MediaError(problem)
-    rate = video.average_rate or video.guessed_rate
     frame = Fraction(1, int(rate)) if rate and int(rate) > 0 else Fraction(1, 10)
     if declared is not None and reached < declared - frame - 2 * LENGTH_SLACK_SECONDS:
         raise MediaError(
