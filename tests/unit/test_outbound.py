@@ -436,27 +436,26 @@ def test_proxy_variables_are_not_honoured(monkeypatch: pytest.MonkeyPatch, local
     assert [path for path, _ in local_server.requests] == ["/v"]
 
 
-def test_the_pipelines_api_client_follows_no_redirect_and_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
+    """The pipeline as a cold start builds it from the template's settings."""
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     clients.reset_clients()
     try:
-        built = build_pipeline(Settings.model_validate(REQUIRED))
+        yield build_pipeline(Settings.model_validate(REQUIRED))
     finally:
         clients.reset_clients()
+
+
+def test_the_pipelines_api_client_follows_no_redirect_and_no_proxy(built: Pipeline) -> None:
     api_http: httpx.Client = built.wavespeed._http
     assert api_http.follow_redirects is False and api_http.trust_env is False
     assert built.wavespeed._outputs.policy == OutputPolicy.parse(DEFAULT_OUTPUT_HOSTS)
 
 
 def test_the_output_client_is_made_at_the_first_download_and_shares_the_api_clients_tls_context(
-    monkeypatch: pytest.MonkeyPatch,
+    built: Pipeline,
 ) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    clients.reset_clients()
-    try:
-        built = build_pipeline(Settings.model_validate(REQUIRED))
-    finally:
-        clients.reset_clients()
     downloader = built.wavespeed._outputs
     assert "_http" not in vars(downloader)  # submit and reconcile, which never download, never build it
     api_pool = built.wavespeed._http._transport._pool  # type: ignore[attr-defined]
